@@ -1,0 +1,163 @@
+"""The ``skysort`` command: parses arguments, calls the library, maps errors to exit codes.
+
+Exit codes: 0 success, 1 a :class:`~skysort.errors.SkySortError` (printed as
+``ErrorType: message``), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from skysort import __version__
+from skysort.errors import SkySortError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from skysort.config import TrainConfig, parse_overrides
+    from skysort.train import train
+
+    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    overrides = parse_overrides(args.overrides)
+    for key in ("backbone", "weights", "seed", "epochs", "name", "project", "finetune",
+                "device", "workers", "cache_dir", "input_size", "batch_size"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    if args.split:
+        overrides["split"] = args.split
+    result = train(args.data, config.updated(overrides))
+    print(f"\nresults in {result.run_dir}/ (model, metrics.json, history.csv, split.csv)")
+    print(f"next: skysort evaluate {result.run_dir}   |   "
+          f"skysort predict {result.run_dir} IMAGES...")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from skysort.evaluate import evaluate, format_metrics
+
+    metrics = evaluate(args.run, args.data, split=args.split, output=args.output,
+                       workers=args.workers, device=args.device)
+    print(format_metrics(metrics, title=f"{metrics['split']} images from {metrics['data']}: "
+                                        f"{metrics['n']}"))
+    if metrics["unreadable_files"]:
+        print(f"\n{len(metrics['unreadable_files'])} file(s) could not be read "
+              f"(listed in {metrics['output']})")
+    print(f"\nmetrics written to {metrics['output']}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from skysort.predict import predict
+
+    out = predict(args.run, args.inputs, args.output, batch_size=args.batch_size,
+                  workers=args.workers, device=args.device, top_k=args.top_k)
+    print(f"predictions written to {out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from skysort.demo import run_demo
+
+    run_demo(args.out, per_class=args.per_class, seed=args.seed)
+    return 0
+
+
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from skysort.models.backbones import EMBEDDED_WEIGHTS, list_backbones
+
+    print("with weights that ship with skysort (no network needed):")
+    for name in EMBEDDED_WEIGHTS:
+        print(f"  {name}")
+    if args.all:
+        print("\nevery timm backbone (use --weights FILE or --weights hub):")
+        for name in list_backbones():
+            print(f"  {name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skysort",
+        description="Train, evaluate and apply image classifiers for survey images.")
+    parser.add_argument("--version", action="version", version=f"skysort {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a classifier on a labelled image folder",
+                       description="Train on DATA/<class>/*.jpg (or DATA/train|val|test/<class>/)."
+                                   " Extra settings as key=value, e.g. epochs=50 lr=1e-3.")
+    p.add_argument("data", help="data root: a folder per class, or train/val/test folders")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="any TrainConfig setting (see config.yaml in a run directory)")
+    p.add_argument("--config", help="a YAML file of settings (e.g. an earlier run's config.yaml)")
+    p.add_argument("--backbone", help="timm backbone name (default tf_efficientnet_lite0)")
+    p.add_argument("--weights", help="'auto' (embedded, default), a weights FILE, "
+                                     "'hub' (download, needs a network) or 'none'")
+    p.add_argument("--finetune", help="what to train: head (frozen backbone, cached features)")
+    p.add_argument("--seed", type=int, help="seed for the split and training (default 0)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--input-size", type=int, help="square input size in pixels")
+    p.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
+                   help="split fractions (default 0.7 0.15 0.15)")
+    p.add_argument("--project", help="folder for run directories (default runs)")
+    p.add_argument("--name", help="run name (default train; train2, ... if taken)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--workers", type=int, help="image decoding processes")
+    p.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/skysort)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run, beside the baseline")
+    p.add_argument("run", help="a run directory written by skysort train")
+    p.add_argument("data", nargs="?", help="a labelled folder (default: the run's test split)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="which of the run's own splits to use (default test)")
+    p.add_argument("--output", help="metrics JSON path (default RUN/metrics.json)")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label images and write a predictions CSV")
+    p.add_argument("run", help="a run directory written by skysort train")
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", help="CSV to write (default RUN/predictions.csv)")
+    p.add_argument("--top-k", type=int, default=5, help="classes printed for one image")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("demo", help="make a small galaxy image set, train, evaluate, predict")
+    p.add_argument("--out", default="skysort-demo", help="folder for data and runs")
+    p.add_argument("--per-class", type=int, default=40, help="images per class")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("backbones", help="list backbones")
+    p.add_argument("--all", action="store_true", help="every timm name, not only offline ones")
+    p.set_defaults(func=_cmd_backbones)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value settings may come after options (argparse stops collecting them there).
+    if extra and args.command == "train" and all("=" in e and not e.startswith("-")
+                                                  for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.func(args))
+    except SkySortError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Training configuration: typed dataclasses, YAML in and out, ``key=value`` overrides.
+
+Unknown keys are rejected with the list of valid ones; values are converted to the
+field's type and checked. The resolved configuration is saved as ``config.yaml`` in
+every run directory, and ``TrainConfig.from_yaml`` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skysort.errors import ConfigError
+
+BALANCE_CHOICES = ("weights", "sampler", "none")
+FINETUNE_CHOICES = ("head",)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Defaults are the recommended settings."""
+
+    # data
+    data: str | None = None
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+    # model
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str = "auto"
+    input_size: int | None = None
+    finetune: str = "head"
+    dropout: float = 0.2
+    # optimisation
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 3
+    label_smoothing: float = 0.0
+    balance: str = "weights"
+    patience: int = 20
+    # machinery
+    device: str = "auto"
+    workers: int | None = None
+    cache_dir: str | None = None
+    # output
+    project: str = "runs"
+    name: str = "train"
+    exist_ok: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks value ranges and choices; raises ConfigError naming the key."""
+        self.split = tuple(float(v) for v in self.split)  # type: ignore[assignment]
+        if len(self.split) != 3 or any(v < 0 for v in self.split) or \
+                abs(sum(self.split) - 1) > 1e-6:
+            raise ConfigError(f"split={list(self.split)}: give three fractions "
+                              "(train, val, test) that sum to 1, e.g. 0.7,0.15,0.15")
+        if self.split[0] == 0:
+            raise ConfigError("split: the train fraction must be above 0")
+        _choice("balance", self.balance, BALANCE_CHOICES)
+        _choice("finetune", self.finetune, FINETUNE_CHOICES)
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1")
+        for key in ("lr", "weight_decay", "label_smoothing", "dropout"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must not be negative")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout={self.dropout}: must lie in [0, 1)")
+        if self.input_size is not None and self.input_size < 32:
+            raise ConfigError(f"input_size={self.input_size}: use at least 32 pixels")
+
+    # -- conversions ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["split"] = list(self.split)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Writes the configuration as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+        """Builds a config from a mapping, converting values; unknown keys are errors."""
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _convert(k, v, hints[k]) for k, v in data.items()})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Reads a YAML file written by :meth:`save` (or by hand)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
+        return cls.from_mapping(data, source=str(path))
+
+    def updated(self, overrides: Mapping[str, Any]) -> TrainConfig:
+        """A copy with ``overrides`` applied (values converted and checked)."""
+        merged = {**self.to_dict(), **overrides}
+        return TrainConfig.from_mapping(merged, source="override")
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Parses ``key=value`` strings; values are read as YAML scalars (``1e-3``, ``true``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{item!r}: overrides are written key=value, e.g. epochs=50")
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{item!r}: cannot parse the value ({exc})") from exc
+    return out
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r}: must be one of {', '.join(choices)}")
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    """Converts ``value`` to the annotated type ``hint`` or raises ConfigError."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(key, value, inner[0])
+    try:
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return tuple(args[0](v) for v in value)
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return hint(value)
+    except (TypeError, ValueError) as exc:
+        name = getattr(hint, "__name__", str(hint))
+        raise ConfigError(f"{key}={value!r}: expected {name}") from exc

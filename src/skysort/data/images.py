@@ -1,0 +1,195 @@
+"""Decoding survey images of any common format into 8-bit RGB.
+
+One function, :func:`load_image`, turns a file into a ``PIL.Image`` in mode ``RGB``:
+
+* JPEG, PNG, TIFF, BMP, WebP, GIF through Pillow; EXIF orientation is applied.
+* Grayscale becomes three equal channels; palette and alpha images are composited onto
+  black (the sky).
+* 16-bit and floating-point images are scaled by their own range, never truncated to
+  their low byte.
+* FITS (``.fits``, ``.fit``, ``.fts``, optionally gzipped) through astropy: the first HDU
+  with 2-D data (or a 3-plane cube, read as RGB); NaN and inf are replaced, and an asinh
+  stretch over robust percentiles maps the data to display range.
+
+A file that cannot be read raises :class:`~skysort.errors.ImageError` with the reason, so
+callers can skip it, list it in ``bad_files.csv`` and go on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from skysort.errors import ImageError
+
+PIL_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
+FITS_EXTENSIONS = frozenset({".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz"})
+IMAGE_EXTENSIONS = PIL_EXTENSIONS | FITS_EXTENSIONS
+
+#: Images with more pixels than this are refused (a decompression bomb, or a mosaic that
+#: needs tiling before classification). 20k x 20k, a little above Pillow's warning level.
+MAX_PIXELS = 400_000_000
+
+#: Percentiles of the finite pixel values that the FITS asinh stretch maps to 0 and 1.
+FITS_PERCENTILES = (0.5, 99.8)
+
+
+def image_suffix(path: str | Path) -> str:
+    """The lower-case extension of ``path``, with ``.gz`` kept for FITS (``.fits.gz``)."""
+    name = Path(path).name.lower()
+    for ext in FITS_EXTENSIONS:
+        if name.endswith(ext):
+            return ext
+    return Path(name).suffix
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True for a visible file with an image extension (``._*`` and dot-files are not)."""
+    name = Path(path).name
+    return not name.startswith(".") and image_suffix(name) in IMAGE_EXTENSIONS
+
+
+def load_image(path: str | Path, min_size: int | None = None) -> Image.Image:
+    """Reads one image file as 8-bit RGB.
+
+    Args:
+        path: the file.
+        min_size: when given, a JPEG much larger than this is decoded at a reduced scale
+            (Pillow's draft mode) that keeps both sides at least ``min_size`` pixels.
+
+    Returns:
+        A loaded ``PIL.Image`` in mode ``RGB``.
+
+    Raises:
+        ImageError: the file is empty, truncated, not an image, or too large to be safe.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    if image_suffix(path) in FITS_EXTENSIONS:
+        return _load_fits(path)
+    return _load_pil(path, min_size)
+
+
+def _load_pil(path: Path, min_size: int | None) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{path}: {width}x{height} pixels is more than the {MAX_PIXELS:,} "
+                        "that skysort reads safely; cut the image into tiles first"
+                    )
+                if min_size and img.format == "JPEG":
+                    img.draft("RGB", (min_size, min_size))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: not an image Pillow can identify") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{path}: too many pixels to decode safely ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Converts a decoded Pillow image of any mode to 8-bit RGB.
+
+    High-bit-depth modes (``I;16``, ``I``, ``F``) are scaled by their own range; alpha and
+    palette transparency are composited onto black.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        gray = stretch_linear(np.asarray(img, dtype=np.float64))
+        return Image.fromarray(gray).convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV", "L", "1"):
+        return img.convert("RGB")
+    if img.mode.startswith("I;16") or img.mode.startswith("BGR"):
+        return img.convert("RGB")
+    raise ImageError(f"unsupported image mode {img.mode!r}")
+
+
+def stretch_linear(data: np.ndarray) -> np.ndarray:
+    """Maps an array linearly from its own finite min..max range to uint8."""
+    data = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros(data.shape, dtype=np.uint8)
+    lo, hi = float(data[finite].min()), float(data[finite].max())
+    scaled = (data - lo) / (hi - lo) if hi > lo else np.zeros_like(data)
+    scaled = np.where(finite, scaled, 0.0)
+    return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def stretch_asinh(data: np.ndarray, percentiles: tuple[float, float] = FITS_PERCENTILES,
+                  a: float = 0.1) -> np.ndarray:
+    """Robust asinh stretch of astronomical data to uint8, as in astropy's visualization.
+
+    NaN and inf become the low end (the sky). The interval comes from ``percentiles`` of
+    the finite values so a few hot pixels or cosmic rays cannot flatten the image.
+    """
+    from astropy.visualization import AsinhStretch, ImageNormalize, PercentileInterval
+
+    data = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros(data.shape, dtype=np.uint8)
+    lo_pct, hi_pct = percentiles
+    interval = PercentileInterval(lower_percentile=lo_pct, upper_percentile=hi_pct)
+    vmin, vmax = interval.get_limits(data[finite])
+    if not vmax > vmin:
+        return stretch_linear(data)
+    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(a=a), clip=True)
+    clean = np.where(finite, data, vmin)
+    scaled = np.asarray(norm(clean), dtype=np.float64)
+    return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def _load_fits(path: Path) -> Image.Image:
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=False) as hdus:
+            data = next(
+                (hdu.data for hdu in hdus if hdu.data is not None and hdu.data.ndim >= 2), None
+            )
+            if data is None:
+                raise ImageError(f"{path}: FITS file has no HDU with 2-D image data")
+            data = np.asarray(data, dtype=np.float64)
+    except ImageError:
+        raise
+    except Exception as exc:  # astropy raises many types for a damaged file
+        raise ImageError(f"{path}: cannot read FITS ({type(exc).__name__}: {exc})") from exc
+    data = np.squeeze(data)
+    if data.ndim == 3 and data.shape[0] == 3:
+        channels = [stretch_asinh(plane) for plane in data]
+        rgb = np.stack(channels, axis=-1)
+    elif data.ndim == 2:
+        rgb = np.repeat(stretch_asinh(data)[..., None], 3, axis=-1)
+    else:
+        raise ImageError(
+            f"{path}: FITS data of shape {data.shape} is not an image "
+            "(expected 2-D, or 3 planes for RGB)"
+        )
+    if rgb.shape[0] * rgb.shape[1] > MAX_PIXELS:
+        raise ImageError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} pixels is too many to read")
+    # FITS rows run bottom-up; flip so north-up images display as astronomers expect.
+    return Image.fromarray(np.ascontiguousarray(rgb[::-1]), mode="RGB")

@@ -1,0 +1,40 @@
+"""``skysort demo``: the whole job on built-in sample data, in about a minute on a CPU.
+
+Renders a small labelled set of simulated survey galaxies (GalSim), trains on it,
+evaluates on the held-out test split beside the majority baseline, labels the images
+with the trained model, and says where every result is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from skysort.evaluate import evaluate, format_metrics
+from skysort.predict import predict
+from skysort.synth import make_class_folders
+from skysort.train import train
+
+DEMO_CLASSES = ("elliptical", "spiral", "edge_on", "merger")
+
+
+def run_demo(out: str | Path = "skysort-demo", per_class: int = 40, seed: int = 0) -> Path:
+    """Makes sample data in ``out/galaxies``, trains ``out/runs/demo``; returns the run."""
+    out = Path(out)
+    data = out / "galaxies"
+    print(f"rendering {per_class * len(DEMO_CLASSES)} simulated galaxy images into {data}/ ...")
+    make_class_folders(data, dict.fromkeys(DEMO_CLASSES, per_class), size=96, fmt="png",
+                       seed=seed, snr_range=(20.0, 200.0))
+    result = train(data, project=out / "runs", name="demo", exist_ok=True, seed=seed)
+    metrics = evaluate(result.run_dir)
+    print()
+    print(format_metrics(metrics, title=f"evaluation on the {metrics['n']} held-out test images"))
+    csv_path = predict(result.run_dir, [data], quiet=True)
+    example = next((data / DEMO_CLASSES[1]).iterdir())
+    predict(result.run_dir, [example], result.run_dir / "example_prediction.csv")
+    print(f"\nsample data:  {data}/")
+    print(f"run:          {result.run_dir}/  (model.safetensors, model.json, config.yaml,")
+    print("              split.csv, history.csv, metrics.json, bad_files.csv)")
+    print(f"predictions:  {csv_path}")
+    print(f"\nnext: skysort predict {result.run_dir} YOUR_IMAGES/  "
+          f"or  skysort train YOUR_DATA/")
+    return result.run_dir

