@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,10 +136,11 @@ def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
         bad = {i: "cannot read file" for i, h in enumerate(hashes) if h is None}
         found = cache.get_many([h for h in hashes if h is not None])
         todo = [i for i, h in enumerate(hashes) if h is not None and h not in found]
+        print(f"embeddings: {len(paths) - len(todo) - len(bad)} of {len(paths)} images read "
+              f"from the cache, {len(todo)} to compute", file=sys.stderr)
         fresh, fresh_bad = compute_embeddings(
             model, preprocess, [paths[i] for i in todo], batch_size=batch_size,
-            workers=workers, device=device,
-            desc=f"embedding ({len(paths) - len(todo)} cached)")
+            workers=workers, device=device)
         new = {hashes[todo[j]]: v for j, v in fresh.items()}
         cache.put_many(new)  # type: ignore[arg-type]
         found.update(new)  # type: ignore[arg-type]

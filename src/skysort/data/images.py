@@ -146,14 +146,14 @@ def stretch_asinh(data: np.ndarray, percentiles: tuple[float, float] = FITS_PERC
     NaN and inf become the low end (the sky). The interval comes from ``percentiles`` of
     the finite values so a few hot pixels or cosmic rays cannot flatten the image.
     """
-    from astropy.visualization import AsinhStretch, ImageNormalize, PercentileInterval
+    from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, ImageNormalize
 
     data = np.asarray(data, dtype=np.float64)
     finite = np.isfinite(data)
     if not finite.any():
         return np.zeros(data.shape, dtype=np.uint8)
     lo_pct, hi_pct = percentiles
-    interval = PercentileInterval(lower_percentile=lo_pct, upper_percentile=hi_pct)
+    interval = AsymmetricPercentileInterval(lower_percentile=lo_pct, upper_percentile=hi_pct)
     vmin, vmax = interval.get_limits(data[finite])
     if not vmax > vmin:
         return stretch_linear(data)
@@ -168,20 +168,22 @@ def _load_fits(path: Path) -> Image.Image:
 
     try:
         with fits.open(path, memmap=False) as hdus:
-            data = next(
-                (hdu.data for hdu in hdus if hdu.data is not None and hdu.data.ndim >= 2), None
-            )
-            if data is None:
+            hdu = next((h for h in hdus if h.is_image and len(h.shape) >= 2), None)
+            if hdu is None:
                 raise ImageError(f"{path}: FITS file has no HDU with 2-D image data")
-            data = np.asarray(data, dtype=np.float64)
+            height, width = hdu.shape[-2:]  # from the header, before reading any data
+            if width * height > MAX_PIXELS:
+                raise ImageError(
+                    f"{path}: {width}x{height} pixels is more than the {MAX_PIXELS:,} that "
+                    "skysort reads safely; cut the image into tiles first"
+                )
+            data = np.squeeze(np.asarray(hdu.data, dtype=np.float64))
     except ImageError:
         raise
     except Exception as exc:  # astropy raises many types for a damaged file
         raise ImageError(f"{path}: cannot read FITS ({type(exc).__name__}: {exc})") from exc
-    data = np.squeeze(data)
     if data.ndim == 3 and data.shape[0] == 3:
-        channels = [stretch_asinh(plane) for plane in data]
-        rgb = np.stack(channels, axis=-1)
+        rgb = np.stack([stretch_asinh(plane) for plane in data], axis=-1)
     elif data.ndim == 2:
         rgb = np.repeat(stretch_asinh(data)[..., None], 3, axis=-1)
     else:
@@ -189,7 +191,5 @@ def _load_fits(path: Path) -> Image.Image:
             f"{path}: FITS data of shape {data.shape} is not an image "
             "(expected 2-D, or 3 planes for RGB)"
         )
-    if rgb.shape[0] * rgb.shape[1] > MAX_PIXELS:
-        raise ImageError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} pixels is too many to read")
     # FITS rows run bottom-up; flip so north-up images display as astronomers expect.
-    return Image.fromarray(np.ascontiguousarray(rgb[::-1]), mode="RGB")
+    return Image.fromarray(np.ascontiguousarray(rgb[::-1]))

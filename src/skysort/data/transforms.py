@@ -109,10 +109,11 @@ class Preprocess:
         """Resizes the shorter side to :attr:`resize_size` and takes the centre square."""
         width, height = img.size
         short = self.resize_size
+        # Integer truncation of the long side, exactly as torchvision's Resize.
         if width <= height:
-            new_w, new_h = short, max(short, round(height * short / width))
+            new_w, new_h = short, int(height * short / width)
         else:
-            new_w, new_h = max(short, round(width * short / height)), short
+            new_w, new_h = int(width * short / height), short
         if (new_w, new_h) != (width, height):
             img = img.resize((new_w, new_h), _INTERPOLATIONS[self.interpolation],
                              reducing_gap=REDUCING_GAP)

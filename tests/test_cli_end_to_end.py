@@ -1,0 +1,189 @@
+"""The real command line, end to end, on data the tests generate; checks the files it writes."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from tests.conftest import write_color_folders
+
+pytestmark = pytest.mark.slow
+
+
+def skysort(*args: str | Path, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "skysort", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"skysort {args} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """A separable three-colour set, trained once through the CLI."""
+    work = tmp_path_factory.mktemp("e2e")
+    data = write_color_folders(work / "data", per_class=20, size=40, seed=1)
+    proc = skysort("train", data, "--name", "toy", "epochs=40", cwd=work)
+    return work, work / "runs" / "toy", proc.stdout + proc.stderr
+
+
+def test_train_writes_a_complete_run_directory(trained: tuple[Path, Path, str]) -> None:
+    work, run, _ = trained
+    for name in ("config.yaml", "model.safetensors", "model.json", "split.csv",
+                 "bad_files.csv", "history.csv", "metrics.json"):
+        assert (run / name).is_file(), name
+    info = json.loads((run / "model.json").read_text())
+    assert info["task"]["classes"] == ["blue", "green", "red"]
+    assert info["backbone"]["name"] == "tf_efficientnet_lite0"
+    assert info["preprocess"]["input_size"] == 224
+    assert info["skysort_version"]
+    split = read_csv(run / "split.csv")
+    assert len(split) == 60
+    assert {r["split"] for r in split} == {"train", "val", "test"}
+    history = read_csv(run / "history.csv")
+    assert 1 <= len(history) <= 40
+    assert float(history[-1]["train_loss"]) < float(history[0]["train_loss"])
+    assert read_csv(run / "bad_files.csv") == []
+
+
+def test_separable_set_reaches_near_perfect_accuracy(trained: tuple[Path, Path, str]) -> None:
+    work, run, output = trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["model"]["accuracy"] >= 0.95
+    assert metrics["model"]["balanced_accuracy"] >= 0.95
+    assert metrics["baseline"]["accuracy"] < 0.6  # three balanced classes
+    assert metrics["warnings"] == []
+    assert "baseline" in output and "balanced accuracy" in output
+
+
+def test_evaluate_prints_table_and_writes_metrics(trained: tuple[Path, Path, str]) -> None:
+    work, run, _ = trained
+    (run / "metrics.json").unlink()
+    proc = skysort("evaluate", run, cwd=work)
+    assert "balanced accuracy" in proc.stdout and "baseline" in proc.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    test_rows = [r for r in read_csv(run / "split.csv") if r["split"] == "test"]
+    assert metrics["n"] == len(test_rows)
+    assert metrics["model"]["accuracy"] >= 0.95
+    per_image = read_csv(run / "metrics_predictions.csv")
+    assert [r["path"] for r in per_image] == [r["path"] for r in test_rows]
+
+
+def test_predict_folder_and_single_image(trained: tuple[Path, Path, str]) -> None:
+    work, run, _ = trained
+    data = work / "data"
+    (data / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    try:
+        skysort("predict", run, data, "-o", work / "pred.csv", cwd=work)
+    finally:
+        (data / "red" / "broken.jpg").unlink()
+    rows = read_csv(work / "pred.csv")
+    assert len(rows) == 61
+    assert list(rows[0]) == ["path", "prediction", "probability", "blue", "green", "red",
+                             "error"]
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == 60
+    right = sum(Path(r["path"]).parent.name == r["prediction"] for r in good)
+    assert right >= 57
+    for r in good:
+        probs = [float(r[c]) for c in ("blue", "green", "red")]
+        assert abs(sum(probs) - 1) < 1e-4 and float(r["probability"]) == max(probs)
+    broken = next(r for r in rows if r["path"].endswith("broken.jpg"))
+    assert broken["prediction"] == "" and "cannot decode" in broken["error"]
+
+    one = skysort("predict", run, data / "green" / "000.png", "--top-k", "2",
+                  "-o", work / "one.csv", cwd=work)
+    lines = [ln.split() for ln in one.stdout.splitlines() if ln.startswith("  ")]
+    assert len(lines) == 2 and lines[0][0] == "green" and float(lines[0][1]) > 0.5
+
+
+def test_second_training_run_reads_every_embedding_from_the_cache(
+        trained: tuple[Path, Path, str]) -> None:
+    work, _, _ = trained
+    proc = skysort("train", work / "data", "--name", "again", "epochs=5", cwd=work)
+    assert "embeddings: 60 of 60 images read from the cache, 0 to compute" in proc.stderr
+
+
+def test_odd_files_are_listed_and_the_good_ones_used(tmp_path: Path) -> None:
+    data = write_color_folders(tmp_path / "data", per_class=8, size=40)
+    odd = data / "red"
+    (odd / "zero.jpg").write_bytes(b"")
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(tmp_path / "full.jpg")
+    full = (tmp_path / "full.jpg").read_bytes()
+    (odd / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    (odd / "text.png").write_text("I am a text file\n")
+    Image.fromarray(np.full((40, 40), 50000, np.uint16)).save(odd / "deep16.png")
+    Image.new("L", (40, 40), 120).save(odd / "gray.jpg")
+    Image.new("RGBA", (40, 40), (220, 30, 30, 255)).save(odd / "alpha.png")
+    sky = np.full((40, 40), 10.0)
+    sky[5:9, 5:9] = np.nan
+    fits.PrimaryHDU(sky).writeto(odd / "frame.fits")
+    (odd / "._resource.png").write_bytes(b"mac clutter")
+    with gzip.open(odd / "frame2.fits.gz", "wb") as fh:
+        fits.PrimaryHDU(sky).writeto(fh)
+
+    proc = skysort("train", data, "--name", "odd", "epochs=5", cwd=tmp_path)
+    run = tmp_path / "runs" / "odd"
+    bad = {Path(r["path"]).name: r["reason"] for r in read_csv(run / "bad_files.csv")}
+    assert set(bad) == {"zero.jpg", "truncated.jpg", "text.png"}
+    assert "empty" in bad["zero.jpg"]
+    assert "cannot decode" in bad["truncated.jpg"]
+    assert "not an image" in bad["text.png"]
+    assert "skipped 3 unreadable file(s)" in proc.stdout
+    split_names = {Path(r["path"]).name for r in read_csv(run / "split.csv")}
+    assert {"deep16.png", "gray.jpg", "alpha.png", "frame.fits", "frame2.fits.gz"} <= split_names
+    assert "._resource.png" not in split_names
+    metrics = json.loads((run / "metrics.json").read_text())
+    good_test = [r for r in read_csv(run / "split.csv")
+                 if r["split"] == "test" and Path(r["path"]).name not in bad]
+    assert metrics["n"] == len(good_test)
+
+
+def test_collapsed_model_is_flagged_loudly(tmp_path: Path) -> None:
+    """A one-class-dominant set and a model that predicts only that class."""
+    data = write_color_folders(tmp_path / "data", per_class={"blue": 6, "green": 6, "red": 60},
+                               size=40)
+    skysort("train", data, "--name", "c", "epochs=3", cwd=tmp_path)
+    run = tmp_path / "runs" / "c"
+    state = load_file(str(run / "model.safetensors"))
+    state["head.1.weight"] = torch.zeros_like(state["head.1.weight"])
+    state["head.1.bias"] = torch.tensor([0.0, 0.0, 5.0])  # always 'red'
+    save_file(state, str(run / "model.safetensors"))
+    proc = skysort("evaluate", run, cwd=tmp_path)
+    assert "!! WARNING: MODEL COLLAPSE" in proc.stdout
+    assert "NOT BETTER THAN THE BASELINE" in proc.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["per_class"]["red"]["predicted_share"] == 1.0
+    assert metrics["model"]["accuracy"] == metrics["baseline"]["accuracy"]
+    assert len(metrics["warnings"]) == 2
+
+
+def test_user_errors_exit_1_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "data" / "only").mkdir(parents=True)
+    proc = skysort("train", tmp_path / "data", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("DataError:") and "only" in proc.stderr
+    proc = skysort("evaluate", tmp_path / "nope", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("RunError:")
+    proc = skysort("train", tmp_path / "data", "epoch=3", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "unknown key" in proc.stderr
+    proc = skysort("predict", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
