@@ -46,7 +46,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 
 
 def test_train_writes_a_complete_run_directory(trained: tuple[Path, Path, str]) -> None:
-    work, run, _ = trained
+    _work, run, _ = trained
     for name in ("config.yaml", "model.safetensors", "model.json", "split.csv",
                  "bad_files.csv", "history.csv", "metrics.json"):
         assert (run / name).is_file(), name
@@ -65,7 +65,7 @@ def test_train_writes_a_complete_run_directory(trained: tuple[Path, Path, str]) 
 
 
 def test_separable_set_reaches_near_perfect_accuracy(trained: tuple[Path, Path, str]) -> None:
-    work, run, output = trained
+    _work, run, output = trained
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["model"]["accuracy"] >= 0.95
     assert metrics["model"]["balanced_accuracy"] >= 0.95

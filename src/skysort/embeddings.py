@@ -103,7 +103,7 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, paths: Se
     if not paths:
         return out, bad
     model.eval().to(device)
-    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.to(memory_format=torch.channels_last)
     loader = image_loader(paths, preprocess.load, batch_size=batch_size, workers=workers)
     with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img",
                                       dynamic_ncols=True) as bar:
@@ -141,9 +141,9 @@ def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
         fresh, fresh_bad = compute_embeddings(
             model, preprocess, [paths[i] for i in todo], batch_size=batch_size,
             workers=workers, device=device)
-        new = {hashes[todo[j]]: v for j, v in fresh.items()}
-        cache.put_many(new)  # type: ignore[arg-type]
-        found.update(new)  # type: ignore[arg-type]
+        new = {str(hashes[todo[j]]): v for j, v in fresh.items()}
+        cache.put_many(new)
+        found.update(new)
         bad.update({todo[j]: why for j, why in fresh_bad.items()})
     finally:
         cache.close()

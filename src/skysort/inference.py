@@ -25,7 +25,7 @@ def iter_outputs(model: SkyModel, info: ModelInfo, paths: Sequence[Path], *,
     """Yields, per batch: indices of readable files, their outputs, and (index, reason)
     for each unreadable one. Outputs are what the task publishes (class probabilities)."""
     model.eval().to(device)
-    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.to(memory_format=torch.channels_last)
     loader = image_loader(paths, info.preprocess.load, batch_size=batch_size, workers=workers)
     with torch.inference_mode():
         for index, images, bad in loader:

@@ -21,7 +21,7 @@ import csv
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ def write_bad_files(path: Path, data: LabeledImages, bad: Mapping[int, str]) -> 
             writer.writerow([data.relpath(data.paths[i]), bad[i]])
 
 
-def lr_lambda(warmup_steps: int, total_steps: int):  # noqa: ANN201 - a closure
+def lr_lambda(warmup_steps: int, total_steps: int):
     """Linear warm-up to the base rate, then cosine decay to zero."""
 
     def factor(step: int) -> float:
@@ -187,7 +187,8 @@ def _check_trainable(data: LabeledImages, task: Task, part: Mapping[str, np.ndar
 
 
 def fit_head(head: nn.Module, features: np.ndarray, targets: np.ndarray,
-             part: Mapping[str, np.ndarray], task: Task, loss_fn: nn.Module,
+             part: Mapping[str, np.ndarray], task: Task,
+             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
              cfg: TrainConfig, run_dir: Path) -> list[dict[str, float]]:
     """Trains ``head`` on cached embeddings; keeps the best validation epoch's weights.
 
@@ -201,7 +202,7 @@ def fit_head(head: nn.Module, features: np.ndarray, targets: np.ndarray,
     generator = torch.Generator().manual_seed(cfg.seed)
     sampler = None
     if cfg.balance == "sampler":
-        weights = torch.from_numpy(task.sample_weights(targets[part["train"]])).double()
+        weights = task.sample_weights(targets[part["train"]]).tolist()
         sampler = WeightedRandomSampler(weights, len(weights), generator=generator)
     loader = DataLoader(TensorDataset(x_train, y_train), batch_size=cfg.batch_size,
                         shuffle=sampler is None, sampler=sampler, generator=generator)

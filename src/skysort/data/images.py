@@ -91,8 +91,7 @@ def _load_pil(path: Path, min_size: int | None) -> Image.Image:
                 if min_size and img.format == "JPEG":
                     img.draft("RGB", (min_size, min_size))
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+                return to_rgb(ImageOps.exif_transpose(img))
     except ImageError:
         raise
     except UnidentifiedImageError as exc:

@@ -177,3 +177,25 @@ def _read_split_tree(root: Path, split_dirs: dict[str, Path]) -> LabeledImages:
             splits += [split] * len(files)
     return LabeledImages(root=root, paths=paths, targets=np.asarray(targets, dtype=np.int64),
                          classes=classes, splits=splits)
+
+
+def from_lists(paths: Sequence[str | Path], labels: Sequence[str]) -> LabeledImages:
+    """Images and class labels given as two lists (classes are the sorted label names).
+
+    Raises:
+        DataError: the lists differ in length, are empty, or name missing files.
+    """
+    if len(paths) != len(labels):
+        raise DataError(f"{len(paths)} paths but {len(labels)} labels; give one label per path")
+    if not paths:
+        raise DataError("no images given")
+    resolved = [Path(p).expanduser().resolve() for p in paths]
+    missing = [str(p) for p in resolved if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} image file(s) not found, e.g. {missing[:3]}")
+    classes = sorted({str(label) for label in labels})
+    index = {c: i for i, c in enumerate(classes)}
+    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    return LabeledImages(root=root, paths=resolved,
+                         targets=np.array([index[str(x)] for x in labels], dtype=np.int64),
+                         classes=classes)

@@ -69,7 +69,7 @@ class Preprocess:
     @property
     def resize_size(self) -> int:
         """The shorter side after resizing, before the centre crop."""
-        return int(math.floor(self.input_size / self.crop_pct))
+        return math.floor(self.input_size / self.crop_pct)
 
     @classmethod
     def from_pretrained_cfg(cls, cfg: Mapping[str, Any], input_size: int | None = None
@@ -85,8 +85,8 @@ class Preprocess:
             input_size=int(input_size or size[-1]),
             crop_pct=float(cfg.get("crop_pct", 0.875)),
             interpolation=str(cfg.get("interpolation", "bicubic")),
-            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),  # type: ignore[arg-type]
-            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),  # type: ignore[arg-type]
+            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,8 +100,16 @@ class Preprocess:
         known = {"input_size", "crop_pct", "interpolation", "mean", "std"}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"unknown preprocessing keys {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**{k: tuple(v) if k in ("mean", "std") else v for k, v in data.items()})
+            raise ConfigError(
+                f"unknown preprocessing keys {sorted(unknown)}; valid: {sorted(known)}")
+        defaults = cls()
+        return cls(
+            input_size=int(data.get("input_size", defaults.input_size)),
+            crop_pct=float(data.get("crop_pct", defaults.crop_pct)),
+            interpolation=str(data.get("interpolation", defaults.interpolation)),
+            mean=tuple(data.get("mean", defaults.mean)),
+            std=tuple(data.get("std", defaults.std)),
+        )
 
     # -- the pipeline -----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -174,7 +175,8 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto",
                 f"could not download weights for {name!r} from the hub ({exc}); "
                 "check the network, or pass --weights FILE"
             ) from exc
-        weights_id = f"hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
+        hub_id = dict(getattr(model, "pretrained_cfg", {})).get("hf_hub_id")
+        weights_id = f"hub:{hub_id or name}"
     else:
         model = timm.create_model(name, pretrained=False, num_classes=num_classes)
         if weights == "auto":
@@ -188,6 +190,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto",
             _load_into(model, load_state_dict(path), f"{path}", by_order=False)
             weights_id = f"file:{file_digest(path)[:16]}"
     model.eval()
-    preprocess = Preprocess.from_pretrained_cfg(model.pretrained_cfg, input_size=input_size)
+    pretrained_cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", {}))
+    preprocess = Preprocess.from_pretrained_cfg(pretrained_cfg, input_size=input_size)
     return Backbone(name=name, model=model, preprocess=preprocess, weights_id=weights_id,
-                    num_features=int(model.num_features))
+                    num_features=int(getattr(model, "num_features", 0)))
