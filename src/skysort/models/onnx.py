@@ -1,0 +1,95 @@
+"""ONNX export and ONNX Runtime sessions: the fast way to run a model on a CPU.
+
+On a CPU, ONNX Runtime runs the EfficientNet-Lite backbones two to four times faster than
+eager PyTorch. :func:`export_onnx` writes any module that takes a ``(batch, 3, h, w)``
+image tensor, with a dynamic batch size; :func:`cached_backbone_session` exports a frozen
+backbone once per embedding key into the cache folder and reuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+ONNX_OPSET = 17
+
+
+def export_onnx(module: nn.Module, input_size: int, path: str | Path,
+                metadata: dict[str, str] | None = None, output_name: str = "output") -> Path:
+    """Exports ``module`` (in eval mode, on the CPU) to ``path``, written atomically.
+
+    Args:
+        module: takes a float tensor ``(batch, 3, input_size, input_size)``.
+        input_size: the square input size.
+        path: the ``.onnx`` file to write.
+        metadata: key/value strings stored in the model (``metadata_props``).
+        output_name: the name of the graph's output.
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    module = module.eval().to("cpu", memory_format=torch.contiguous_format)
+    example = torch.zeros(1, 3, input_size, input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(tmp), input_names=["image"],
+                          output_names=[output_name], opset_version=ONNX_OPSET,
+                          dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
+                          dynamo=False)
+    if metadata:
+        proto = onnx.load(str(tmp))
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
+def create_session(path: str | Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with full graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or cpu_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModule:
+    """Calls an ONNX Runtime session like a module: float32 NCHW array in, array out."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.session = create_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        if isinstance(images, torch.Tensor):
+            images = images.numpy()
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(images,
+                                                                             np.float32)})[0]
+
+
+def cached_backbone_session(backbone: nn.Module, input_size: int, key: str,
+                            cache_dir: Path) -> OnnxModule:
+    """The backbone as an ONNX Runtime session, exported once per embedding key."""
+    path = cache_dir / "onnx" / f"{key}.onnx"
+    if not path.is_file():
+        export_onnx(backbone, input_size, path, output_name="features")
+    return OnnxModule(path)
