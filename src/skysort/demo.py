@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from skysort.evaluate import evaluate, format_metrics
+from skysort.data.split import read_split_csv
+from skysort.evaluate import evaluate
 from skysort.predict import predict
 from skysort.synth import make_class_folders
 from skysort.train import train
@@ -25,12 +26,17 @@ def run_demo(out: str | Path = "skysort-demo", per_class: int = 40, seed: int = 
     make_class_folders(data, dict.fromkeys(DEMO_CLASSES, per_class), size=96, fmt="png",
                        seed=seed, snr_range=(20.0, 200.0))
     result = train(data, project=out / "runs", name="demo", exist_ok=True, seed=seed)
-    metrics = evaluate(result.run_dir)
-    print()
-    print(format_metrics(metrics, title=f"evaluation on the {metrics['n']} held-out test images"))
+    metrics = evaluate(result.run_dir)  # what `skysort evaluate` does; same test images
+    model, baseline = metrics["model"], metrics["baseline"]
+    print(f"\nskysort evaluate: balanced accuracy {model['balanced_accuracy']:.3f} on "
+          f"{metrics['n']} held-out images, baseline {baseline['balanced_accuracy']:.3f}")
+    for warning in metrics["warnings"]:
+        print(f"!! WARNING: {warning}")
     csv_path = predict(result.run_dir, [data], quiet=True)
-    example = next((data / DEMO_CLASSES[1]).iterdir())
-    predict(result.run_dir, [example], result.run_dir / "example_prediction.csv")
+    example_row = next(r for r in read_split_csv(result.run_dir / "split.csv")
+                       if r["split"] == "test")
+    print(f"\none held-out image (true class: {example_row['label']}):")
+    predict(result.run_dir, [data / example_row["path"]], result.run_dir / "example.csv")
     print(f"\nsample data:  {data}/")
     print(f"run:          {result.run_dir}/  (model.safetensors, model.json, config.yaml,")
     print("              split.csv, history.csv, metrics.json, bad_files.csv)")

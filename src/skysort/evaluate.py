@@ -164,7 +164,8 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
     lines.append("")
     lines.append("  confusion matrix (rows: true class, columns: predicted)")
     cm = metrics["confusion_matrix"]
-    cell = max(6, *(len(str(x)) + 2 for row in cm for x in row))
+    cell = max(6, *(len(str(x)) + 2 for row in cm for x in row),
+               *(min(len(c), 12) + 1 for c in metrics["classes"]))
     short = [c[:cell - 1] for c in metrics["classes"]]
     lines.append(f"  {'':<{width}}" + "".join(f"{s:>{cell}}" for s in short))
     for name, row in zip(metrics["classes"], cm, strict=True):
