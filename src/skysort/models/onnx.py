@@ -36,7 +36,7 @@ def export_onnx(module: nn.Module, input_size: int, path: str | Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    module = module.eval().to("cpu", memory_format=torch.contiguous_format)
+    module = module.eval().to("cpu").to(memory_format=torch.contiguous_format)
     example = torch.zeros(1, 3, input_size, input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
