@@ -28,7 +28,8 @@ from skysort.errors import (
     RunError,
     SkySortError,
 )
-from skysort.evaluate import classification_metrics, evaluate, format_metrics
+from skysort.evaluate import evaluate
+from skysort.metrics import classification_metrics, format_metrics
 from skysort.models.backbones import create_backbone, list_backbones
 from skysort.predict import Predictor, predict
 from skysort.train import TrainResult, train

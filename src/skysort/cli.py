@@ -35,7 +35,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from skysort.evaluate import evaluate, format_metrics
+    from skysort.evaluate import evaluate
+    from skysort.metrics import format_metrics
 
     metrics = evaluate(args.run, args.data, split=args.split, output=args.output,
                        workers=args.workers, device=args.device)

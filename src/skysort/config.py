@@ -17,18 +17,30 @@ from typing import Any
 
 import yaml
 
+from skysort.data.dataset import DataSpec
 from skysort.errors import ConfigError
 
 BALANCE_CHOICES = ("weights", "sampler", "none")
 FINETUNE_CHOICES = ("head",)
+TASK_CHOICES = ("auto", "multiclass", "binary", "multilabel", "fractions")
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. Defaults are the recommended settings."""
 
-    # data
+    # data: where images and labels are (see skysort.data.dataset.DataSpec)
     data: str | None = None
+    data_root: str | None = None  # set by training: the folder split.csv paths start from
+    labels: str | None = None
+    images: str | None = None
+    id_column: str | None = None
+    targets: tuple[str, ...] | None = None
+    pattern: str | None = None
+    classmap: str | None = None
+    split_file: str | None = None
+    task: str = "auto"
+    schema: str | None = None
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     seed: int = 0
     # model
@@ -46,6 +58,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     balance: str = "weights"
     patience: int = 20
+    # evaluation
+    threshold: float = 0.5
+    derived_thresholds: tuple[float, ...] = (0.6, 0.9)
     # machinery
     device: str = "auto"
     workers: int | None = None
@@ -68,6 +83,9 @@ class TrainConfig:
         if self.split[0] == 0:
             raise ConfigError("split: the train fraction must be above 0")
         _choice("balance", self.balance, BALANCE_CHOICES)
+        _choice("task", self.task, TASK_CHOICES)
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"threshold={self.threshold}: must lie strictly between 0 and 1")
         _choice("finetune", self.finetune, FINETUNE_CHOICES)
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
@@ -84,8 +102,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["split"] = list(self.split)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
         return out
+
+    def data_spec(self) -> DataSpec:
+        """Where the data is and how to read it."""
+        if not self.data:
+            raise ConfigError("no data given: pass DATA (a folder or a label table)")
+        return DataSpec(data=self.data, labels=self.labels, images=self.images,
+                        id_column=self.id_column, targets=self.targets, pattern=self.pattern,
+                        classmap=self.classmap, split_file=self.split_file, task=self.task,
+                        schema=self.schema)
 
     def save(self, path: str | Path) -> None:
         """Writes the configuration as YAML."""
@@ -152,6 +181,8 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split() if v]
             return tuple(args[0](v) for v in value)
+        if hint is str and not isinstance(value, str):
+            return str(value)
         if hint is bool:
             if isinstance(value, str):
                 if value.lower() in ("true", "yes", "1", "on"):

@@ -17,15 +17,17 @@ import glob
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from skysort.data.images import is_image_file
+from skysort.data.images import image_suffix, is_image_file
 from skysort.data.sources import iter_image_files
 from skysort.errors import DataError
 from skysort.inference import iter_outputs
 from skysort.models.model import ModelInfo, SkyModel, load_model
+from skysort.tasks import Task
 from skysort.train import resolve_device
 
 FIXED_COLUMNS = ("path", "prediction", "probability", "error")
@@ -61,13 +63,15 @@ class Predictor:
     """A trained model, ready to label image files.
 
     Attributes:
-        classes_: the class names; :meth:`predict_proba` columns follow this order.
+        classes_: class names (single-label tasks) or output column names (multi-label,
+            vote fractions); :meth:`predict_proba` columns follow this order.
     """
 
     def __init__(self, model: SkyModel, info: ModelInfo, *, device: str = "auto",
                  batch_size: int = 32, workers: int | None = None) -> None:
         self.model = model
         self.info = info
+        self.task = info.task
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.workers = workers
@@ -80,22 +84,37 @@ class Predictor:
 
     @property
     def classes_(self) -> list[str]:
-        return list(self.info.task.classes)
+        return list(self.task.classes)
 
-    def predict_proba(self, paths: Sequence[str | Path]) -> np.ndarray:
-        """Class probabilities, ``(n, k)``; rows of unreadable files are NaN."""
-        outputs = np.full((len(paths), len(self.classes_)), np.nan, dtype=np.float32)
+    @property
+    def single_label(self) -> bool:
+        return self.task.kind in ("multiclass", "binary")
+
+    def predict_outputs(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """The task's published outputs (for binary: P(positive)); NaN rows if unreadable."""
+        outputs = np.full((len(paths), self.task.num_outputs), np.nan, dtype=np.float32)
         for index, out, _ in self.iter_batches([Path(p) for p in paths]):
             outputs[index] = out
         return outputs
 
+    def predict_proba(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """Probabilities ``(n, len(classes_))``: one per class for single-label tasks, one
+        per output column otherwise (fractions for vote fractions); NaN rows for
+        unreadable files."""
+        outputs = self.predict_outputs(paths)
+        return self.task.class_probabilities(outputs) if self.single_label else outputs
+
     def predict(self, paths: Sequence[str | Path]) -> np.ndarray:
-        """The most probable class name per file (``""`` for unreadable files)."""
-        probs = self.predict_proba(paths)
-        names = np.array(self.classes_, dtype=object)
-        ok = ~np.isnan(probs).any(axis=1)
+        """Single-label: the predicted class per file (``""`` for unreadable files).
+        Multi-label: a 0/1 matrix at the run's threshold. Fractions: the fractions."""
+        outputs = self.predict_outputs(paths)
+        ok = ~np.isnan(outputs).any(axis=1)
+        if not self.single_label:
+            return (outputs >= self.info.threshold).astype(np.int64) \
+                if self.task.kind == "multilabel" else outputs
         out = np.full(len(paths), "", dtype=object)
-        out[ok] = names[probs[ok].argmax(axis=1)]
+        names = np.array(self.classes_, dtype=object)
+        out[ok] = names[self.task.predicted_class(outputs[ok], self.info.threshold)]
         return out
 
     def iter_batches(self, paths: Sequence[Path]
@@ -104,10 +123,57 @@ class Predictor:
                             workers=self.workers, device=self.device)
 
 
-def csv_columns(classes: Sequence[str]) -> list[str]:
-    """The CSV header; a class named like a fixed column gets a ``prob_`` prefix."""
-    names = [f"prob_{c}" if c in FIXED_COLUMNS else c for c in classes]
-    return ["path", "prediction", "probability", *names, "error"]
+def file_id(path: Path) -> str:
+    """The id a file stands for in a table: its name without the image extension."""
+    return path.name[: -len(image_suffix(path))] if image_suffix(path) else path.name
+
+
+class PredictionWriter:
+    """Writes prediction rows in the layout that fits the model's training data.
+
+    * Trained from a table (``id_column`` known): the submission layout, the id column
+      then one column per output: ``name,invasive`` for a binary task, ``GalaxyID,
+      Class1.1,...`` for vote fractions (input order and naming). Unreadable files
+      cannot fill such a row; they go to ``<output>_errors.csv`` instead.
+    * Otherwise: ``path,prediction,probability,<one column per class>,error``.
+    """
+
+    def __init__(self, fh: Any, info: ModelInfo, errors_path: Path) -> None:
+        self.info = info
+        self.task = info.task
+        self.table = info.id_column is not None
+        self.writer = csv.writer(fh)
+        self.errors_path = errors_path
+        self.errors: list[tuple[str, str]] = []
+        if self.table:
+            names = (info.target_columns[:1] if self.task.kind == "binary" and
+                     info.target_columns else self.task.output_names)
+            self.writer.writerow([info.id_column, *names])
+        else:
+            names = [f"prob_{c}" if c in FIXED_COLUMNS else c for c in self.task.classes]
+            self.writer.writerow(["path", "prediction", "probability", *names, "error"])
+
+    def write(self, path: Path, outputs: np.ndarray | None, error: str = "") -> None:
+        if outputs is None:
+            self.errors.append((str(path), error))
+            if not self.table:
+                self.writer.writerow([str(path), "", "", *[""] * len(self.task.classes), error])
+            return
+        if self.table:
+            self.writer.writerow([file_id(path), *(f"{v:.6f}" for v in outputs)])
+            return
+        probs = self.task.class_probabilities(outputs[None])[0]
+        top = int(self.task.predicted_class(outputs[None], self.info.threshold)[0])
+        self.writer.writerow([str(path), self.task.classes[top], f"{probs[top]:.6f}",
+                              *(f"{v:.6f}" for v in probs), ""])
+
+    def finish(self) -> None:
+        """Writes the errors file of the table layout, if any file could not be read."""
+        if self.table and self.errors:
+            with open(self.errors_path, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["path", "error"])
+                writer.writerows(self.errors)
 
 
 def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | None = None,
@@ -125,41 +191,42 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
         The CSV path.
     """
     predictor = Predictor.load(run, device=device, batch_size=batch_size, workers=workers)
-    classes = predictor.classes_
     paths = list(expand_inputs(inputs))
     if not paths:
         raise DataError(f"no image files found in {', '.join(map(str, inputs))}")
     output = Path(output) if output else Path(run) / "predictions.csv"
     output.parent.mkdir(parents=True, exist_ok=True)
-    n_bad = 0
+    errors_path = output.with_name(f"{output.stem}_errors.csv")
+    errors_path.unlink(missing_ok=True)
     with open(output, "w", newline="", encoding="utf-8") as fh, \
             tqdm(total=len(paths), desc="predicting", unit="img", dynamic_ncols=True,
                  disable=quiet) as bar:
-        writer = csv.writer(fh)
-        writer.writerow(csv_columns(classes))
-        for index, probs, errors in predictor.iter_batches(paths):
-            rows: dict[int, list[str]] = {}
-            for i, p in zip(index, probs, strict=True):
-                top = int(np.argmax(p))
-                rows[i] = [str(paths[i]), classes[top], f"{p[top]:.6f}",
-                           *(f"{v:.6f}" for v in p), ""]
-            for i, why in errors:
-                rows[i] = [str(paths[i]), "", "", *[""] * len(classes), why]
-            n_bad += len(errors)
-            writer.writerows(rows[i] for i in sorted(rows))
+        writer = PredictionWriter(fh, predictor.info, errors_path)
+        for index, outputs, errors in predictor.iter_batches(paths):
+            rows = {i: (paths[i], out, "") for i, out in zip(index, outputs, strict=True)}
+            rows.update({i: (paths[i], None, why) for i, why in errors})
+            for i in sorted(rows):
+                writer.write(*rows[i])
             bar.update(len(rows))
             if len(paths) == 1 and index and not quiet:
-                print_top_k(paths[0], probs[0], classes, top_k)
+                print_top_k(paths[0], outputs[0], predictor.task, top_k)
             elif len(paths) == 1 and errors:
                 print(f"{paths[0]}: cannot read image: {errors[0][1]}", file=sys.stderr)
-    if n_bad and not quiet:
-        print(f"{n_bad} file(s) could not be read; their rows in {output} give the reason",
+    writer.finish()
+    if writer.errors and not quiet:
+        where = errors_path if writer.table else output
+        print(f"{len(writer.errors)} file(s) could not be read; {where} gives the reasons",
               file=sys.stderr)
     return output
 
 
-def print_top_k(path: Path, probs: np.ndarray, classes: Sequence[str], k: int) -> None:
-    """Prints the ``k`` most probable classes, as TensorFlow's label_image does."""
+def print_top_k(path: Path, outputs: np.ndarray, task: Task, k: int) -> None:
+    """Prints the ``k`` most probable classes (as TensorFlow's label_image does), or the
+    outputs of a multi-label or vote-fraction model."""
     print(f"{path}:")
-    for c in np.argsort(-probs)[:k]:
-        print(f"  {classes[c]:<24}{probs[c]:.4f}")
+    single = task.kind in ("multiclass", "binary")
+    values = task.class_probabilities(outputs[None])[0] if single else outputs
+    names = task.classes if single else task.output_names
+    order = np.argsort(-values)[:k] if single else range(len(values))
+    for c in order:
+        print(f"  {names[c]:<24}{values[c]:.4f}")

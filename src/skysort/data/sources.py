@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,11 @@ class LabeledImages:
             else ``None``.
         ids: an identifier per image for prediction files (defaults to the relative path).
         task: the target kind (``"multiclass"`` for folder trees).
+        issues: rows or files left out while reading labels (see
+            :class:`skysort.data.tables.LabelIssue`).
+        id_column: the id column of a label table, used to name it in prediction files.
+        target_columns: the table's target columns, for prediction files in its layout.
+        schema: the decision tree of vote-fraction targets, if any.
     """
 
     root: Path
@@ -52,6 +58,10 @@ class LabeledImages:
     splits: list[str] | None = None
     ids: list[str] = field(default_factory=list)
     task: str = "multiclass"
+    issues: list[Any] = field(default_factory=list)
+    id_column: str | None = None
+    target_columns: list[str] = field(default_factory=list)
+    schema: Any = None
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -75,6 +85,9 @@ class LabeledImages:
             splits=[self.splits[i] for i in index] if self.splits is not None else None,
             ids=[self.ids[i] for i in index],
             task=self.task,
+            id_column=self.id_column,
+            target_columns=list(self.target_columns),
+            schema=self.schema,
         )
 
 

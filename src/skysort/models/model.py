@@ -19,7 +19,7 @@ from torch import nn
 from skysort.data.transforms import Preprocess
 from skysort.errors import RunError
 from skysort.models.backbones import create_backbone
-from skysort.tasks import Task
+from skysort.tasks import Task, task_from_dict
 
 MODEL_FILE = "model.safetensors"
 MODEL_JSON = "model.json"
@@ -55,6 +55,9 @@ class ModelInfo:
     preprocess: Preprocess
     dropout: float = 0.0
     frozen_backbone: bool = True
+    id_column: str | None = None
+    target_columns: list[str] = field(default_factory=list)
+    threshold: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,20 +70,27 @@ class ModelInfo:
                          "num_features": self.num_features, "frozen": self.frozen_backbone},
             "preprocess": self.preprocess.to_dict(),
             "head": {"kind": "linear", "dropout": self.dropout},
+            "source": {"id_column": self.id_column, "target_columns": self.target_columns},
+            "threshold": self.threshold,
             **self.extra,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        known = {"skysort_version", "task", "backbone", "preprocess", "head"}
+        known = {"skysort_version", "task", "backbone", "preprocess", "head", "source",
+                 "threshold"}
+        source = data.get("source", {})
         return cls(
-            task=Task.from_dict(data["task"]),
+            task=task_from_dict(data["task"]),
             backbone=data["backbone"]["name"],
             weights_id=data["backbone"]["weights_id"],
             num_features=int(data["backbone"]["num_features"]),
             frozen_backbone=bool(data["backbone"].get("frozen", True)),
             preprocess=Preprocess.from_dict(data["preprocess"]),
             dropout=float(data.get("head", {}).get("dropout", 0.0)),
+            id_column=source.get("id_column"),
+            target_columns=list(source.get("target_columns", [])),
+            threshold=float(data.get("threshold", 0.5)),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

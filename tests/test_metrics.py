@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skysort.evaluate import classification_metrics, format_metrics
+from skysort.metrics import classification_metrics, format_metrics
 
 
 def _onehot(pred: list[int], k: int) -> np.ndarray:

@@ -1,0 +1,415 @@
+"""Labels from tables: a CSV of ids and targets, and label files of ``filename label`` lines.
+
+Readers here never mix a doubtful row into the data. Each problem is recorded as a
+:class:`LabelIssue` (row number, id, what was wrong); the row is left out, the reader goes
+on, and the run directory gets ``label_issues.csv``. The cases:
+
+* ``missing image``: no image file for the row's id;
+* ``no row``: an image in the folder that no row names (not used);
+* ``duplicate id``: an id on more than one row (every such row is left out, since there
+  is no telling which is right);
+* ``missing target`` / ``out of range``: an empty or NaN target, a fraction outside
+  [0, 1], a class id that the class map does not know;
+* ``label conflict``: a split file that gives a file another class than the label file.
+
+A path that would leave the data root (``../``, an absolute path) is an error, not an
+issue: such a table cannot be trusted.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skysort.data.images import IMAGE_EXTENSIONS, image_suffix
+from skysort.data.sources import SPLIT_ALIASES, LabeledImages, iter_image_files
+from skysort.errors import DataError, LabelError
+from skysort.schema import TreeSchema, galaxy_zoo_schema
+
+#: Single-column integer targets with at most this many values are classes, not numbers.
+MAX_CLASSES_FROM_NUMBERS = 100
+_NAN_TEXT = {"", "nan", "na", "n/a", "null", "none"}
+
+
+@dataclass(frozen=True)
+class LabelIssue:
+    """One row (or file) left out, and why."""
+
+    kind: str
+    row: int | None
+    id: str
+    detail: str
+
+
+def write_label_issues(path: str | Path, issues: Sequence[LabelIssue]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["kind", "row", "id", "detail"])
+        for issue in issues:
+            writer.writerow([issue.kind, "" if issue.row is None else issue.row, issue.id,
+                             issue.detail])
+
+
+def summarize_issues(issues: Sequence[LabelIssue]) -> str:
+    counts = Counter(i.kind for i in issues)
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+
+
+class ImageIndex:
+    """Every image file under a folder, found by relative path, by path without extension,
+    or by file name."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.by_rel: dict[str, Path] = {}
+        self.by_stem: dict[str, Path] = {}
+        self.by_name: dict[str, list[Path]] = defaultdict(list)
+        for path in iter_image_files(folder):
+            rel = Path(os.path.relpath(path, folder)).as_posix()
+            self.by_rel[rel] = path
+            self.by_stem.setdefault(rel[: -len(image_suffix(rel))], path)
+            self.by_name[path.name].append(path)
+
+    def find(self, key: str, pattern: str | None, where: str) -> Path | None:
+        """The image for ``key`` (an id, or a file name with a pattern ``{id}.png``)."""
+        rel = pattern.format(id=key) if pattern else key
+        check_inside(self.folder, rel, where)
+        if rel in self.by_rel:
+            return self.by_rel[rel]
+        if pattern is None:
+            if rel in self.by_stem:
+                return self.by_stem[rel]
+            names = self.by_name.get(rel, [])
+            if len(names) == 1:
+                return names[0]
+        return None
+
+
+def check_inside(root: Path, rel: str, where: str) -> None:
+    """Raises LabelError when ``rel`` would point outside ``root``."""
+    target = (root / rel).resolve()
+    if os.path.isabs(rel) or not target.is_relative_to(root.resolve()):
+        raise LabelError(f"{where}: path {rel!r} points outside the image folder {root}; "
+                         "paths in a label table must stay inside the data root")
+
+
+def _number(text: str) -> float:
+    t = text.strip()
+    return math.nan if t.lower() in _NAN_TEXT else float(t)
+
+
+def read_csv_table(table: str | Path, images: str | Path | None = None, *,
+                   id_column: str | None = None, targets: Sequence[str] | None = None,
+                   pattern: str | None = None, task: str = "auto",
+                   schema: TreeSchema | None = None) -> LabeledImages:
+    """Reads a CSV of ids and targets and finds each id's image.
+
+    Args:
+        table: the CSV file (header row first).
+        images: the image folder; by default the table's folder.
+        id_column: the id column; by default the first column.
+        targets: target columns; by default every other column.
+        pattern: how an id names its file relative to ``images``, e.g. ``"{id}.jpg"`` or
+            ``"train/{id}.png"``; by default ``<id>`` with any image extension.
+        task: ``auto``, or one of multiclass, binary, multilabel, fractions.
+        schema: the decision tree of vote fractions; the Galaxy Zoo 37-column tree is
+            recognised from the columns.
+
+    Returns:
+        The rows that passed, with ``issues`` listing those that did not.
+    """
+    table = Path(table).expanduser().resolve()
+    if not table.is_file():
+        raise DataError(f"{table}: label table not found")
+    folder = Path(images).expanduser().resolve() if images else table.parent
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found")
+    with open(table, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise LabelError(f"{table}: the table is empty") from None
+        rows = [(n, r) for n, r in enumerate(reader, start=2) if any(c.strip() for c in r)]
+    id_column = id_column or header[0]
+    if id_column not in header:
+        raise LabelError(f"{table}: no id column {id_column!r}; columns are {header}")
+    targets = list(targets) if targets else [h for h in header if h != id_column]
+    missing = [t for t in targets if t not in header]
+    if missing or not targets:
+        raise LabelError(f"{table}: target column(s) {missing or '(none)'} not found; "
+                         f"columns are {header}")
+    id_at = header.index(id_column)
+    at = [header.index(t) for t in targets]
+    issues: list[LabelIssue] = []
+
+    id_counts = Counter(r[id_at].strip() for _, r in rows if len(r) > id_at)
+    index = ImageIndex(folder)
+    kept: list[tuple[int, str, Path, list[str]]] = []
+    for line, row in rows:
+        if len(row) != len(header):
+            issues.append(LabelIssue("malformed row", line, row[0] if row else "",
+                                     f"{len(row)} fields, the header has {len(header)}"))
+            continue
+        key = row[id_at].strip()
+        if id_counts[key] > 1:
+            issues.append(LabelIssue("duplicate id", line, key,
+                                     f"id appears on {id_counts[key]} rows; all are left out"))
+            continue
+        path = index.find(key, pattern, f"{table}, row {line}")
+        if path is None:
+            expected = pattern.format(id=key) if pattern else f"{key}.<image extension>"
+            issues.append(LabelIssue("missing image", line, key, f"no file {expected} in "
+                                     f"{folder}"))
+            continue
+        kept.append((line, key, path, [row[i] for i in at]))
+    used = {p for _, _, p, _ in kept}
+    for path in index.by_rel.values():
+        if path not in used:
+            issues.append(LabelIssue("no row", None, path.name,
+                                     f"{Path(os.path.relpath(path, folder)).as_posix()} is not "
+                                     f"named in {table.name}"))
+    kind, classes, values, schema, value_issues = _targets(table, targets, kept, task, schema)
+    issues += value_issues
+    bad_rows = {i.row for i in value_issues}
+    keep = [j for j, (line, *_) in enumerate(kept) if line not in bad_rows]
+    if not keep:
+        raise LabelError(f"{table}: no usable rows ({summarize_issues(issues)}); see the "
+                         "reasons above and in label_issues.csv")
+    data = LabeledImages(root=folder, paths=[kept[j][2] for j in keep], targets=values[keep],
+                         classes=classes, ids=[kept[j][1] for j in keep], task=kind)
+    data.issues = issues
+    data.id_column = id_column
+    data.target_columns = list(targets)
+    data.schema = schema
+    return data
+
+
+def _targets(table: Path, columns: list[str], kept: list[tuple[int, str, Path, list[str]]],
+             task: str, schema: TreeSchema | None,
+             ) -> tuple[str, list[str], np.ndarray, TreeSchema | None, list[LabelIssue]]:
+    """Chooses the task kind and converts target text to arrays, flagging bad values."""
+    texts = [r[3] for r in kept]
+    issues: list[LabelIssue] = []
+    if len(columns) == 1:
+        raw = [t[0].strip() for t in texts]
+        numeric = all(_is_number(v) for v in raw if v.lower() not in _NAN_TEXT)
+        values_set = sorted({v for v in raw if v.lower() not in _NAN_TEXT},
+                            key=(lambda v: float(v)) if numeric else str)
+        if task == "auto":
+            if numeric and not all(float(v).is_integer() for v in values_set):
+                task = "fractions"
+            elif len(values_set) == 2:
+                task = "binary"
+            elif len(values_set) <= MAX_CLASSES_FROM_NUMBERS or not numeric:
+                task = "multiclass"
+            else:
+                raise LabelError(f"{table}: column {columns[0]!r} holds {len(values_set)} "
+                                 "different numbers; skysort classifies, it does not regress")
+        if task in ("multiclass", "binary"):
+            classes = [_class_name(v) for v in values_set]
+            if task == "binary" and len(classes) != 2:
+                raise LabelError(f"{table}: a binary task needs two values in {columns[0]!r}, "
+                                 f"found {classes}")
+            position = {v: i for i, v in enumerate(values_set)}
+            targets = np.zeros(len(raw), dtype=np.int64)
+            for j, v in enumerate(raw):
+                if v.lower() in _NAN_TEXT:
+                    issues.append(LabelIssue("missing target", kept[j][0], kept[j][1],
+                                             f"{columns[0]} is empty"))
+                else:
+                    targets[j] = position[v]
+            return task, classes, targets, None, issues
+    # Numeric targets, one column per output.
+    values = np.full((len(texts), len(columns)), np.nan)
+    for j, text in enumerate(texts):
+        try:
+            values[j] = [_number(v) for v in text]
+        except ValueError:
+            issues.append(LabelIssue("missing target", kept[j][0], kept[j][1],
+                                     f"a value is not a number: {', '.join(text)}"))
+    if task == "auto":
+        finite = values[np.isfinite(values)]
+        if schema is None and galaxy_zoo_schema().matches(columns):
+            schema = galaxy_zoo_schema()
+        if schema is not None or len(columns) == 1:
+            task = "fractions"
+        elif finite.size and np.isin(finite, (0.0, 1.0)).all():
+            task = "multilabel"
+        else:
+            task = "fractions"
+    if schema is not None and not schema.matches(columns):
+        raise LabelError(f"{table}: the target columns {columns} do not match the answers of "
+                         f"schema {schema.name!r}: {schema.columns}")
+    bad_value_rows = {i.row for i in issues}
+    for j, vector in enumerate(values):
+        line, key = kept[j][0], kept[j][1]
+        if line in bad_value_rows:
+            continue
+        nan = [c for c, v in zip(columns, vector, strict=True) if not np.isfinite(v)]
+        if nan:
+            issues.append(LabelIssue("missing target", line, key, f"NaN or empty: {nan}"))
+            continue
+        if task == "multilabel":
+            out = [f"{c}={v:g}" for c, v in zip(columns, vector, strict=True) if v not in (0, 1)]
+            valid = "multilabel targets are 0 or 1"
+        else:
+            out = [f"{c}={v:g}" for c, v in zip(columns, vector, strict=True)
+                   if v < -1e-6 or v > 1 + 1e-6]
+            valid = "fractions lie in [0, 1]"
+        if out:
+            issues.append(LabelIssue("out of range", line, key, f"{', '.join(out)}; {valid}"))
+    dtype = np.float32
+    return task, list(columns), np.clip(np.nan_to_num(values), 0, 1).astype(dtype), schema, issues
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _class_name(value: str) -> str:
+    """``"1.0"`` -> ``"1"``, so numeric class names read as written in most tables."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() else value
+
+
+def read_label_file(labels: str | Path, images: str | Path | None = None, *,
+                    classmap: str | Path | None = None,
+                    split_file: str | Path | None = None) -> LabeledImages:
+    """Reads ``filename class_id`` lines (the Mars HiRISE layout).
+
+    Args:
+        labels: the label file, one ``filename class_id`` per line.
+        images: the image folder (searched recursively); by default the label file's folder.
+        classmap: a headerless CSV of ``id,name`` lines naming the class ids.
+        split_file: ``filename class_id set`` lines (set: train, val or test). Rows may
+            repeat to up-sample rare classes; they are kept as the file says, and
+            evaluation counts each file once.
+    """
+    labels = Path(labels).expanduser().resolve()
+    folder = Path(images).expanduser().resolve() if images else labels.parent
+    names = _read_classmap(Path(classmap)) if classmap else None
+    index = ImageIndex(folder)
+    issues: list[LabelIssue] = []
+    if split_file is None and looks_like_label_file(labels) == 3:
+        split_file, label_rows = labels, []  # only a split file: it holds the labels too
+    else:
+        label_rows = _read_lines(labels, 2)
+    label_of: dict[str, str] = {}
+    for line, (name, label) in label_rows:
+        if name in label_of and label_of[name] != label:
+            issues.append(LabelIssue("label conflict", line, name,
+                                     f"labelled {label_of[name]} on an earlier line and {label} "
+                                     "here; the first is kept"))
+            continue
+        label_of.setdefault(name, label)
+    source_rows: list[tuple[int, str, str, str | None]]
+    if split_file:
+        source_rows = []
+        for line, (name, label, set_name) in _read_lines(Path(split_file), 3):
+            if name in label_of and label_of[name] != label:
+                issues.append(LabelIssue("label conflict", line, name,
+                                         f"{Path(split_file).name} says {label}, "
+                                         f"{labels.name} says {label_of[name]}"))
+                continue
+            if set_name.lower() not in SPLIT_ALIASES:
+                raise LabelError(f"{split_file}, line {line}: set {set_name!r} is not one of "
+                                 "train, val, test")
+            source_rows.append((line, name, label, SPLIT_ALIASES[set_name.lower()]))
+    else:
+        source_rows = [(line, name, label, None) for line, (name, label) in label_rows]
+    if names is None:
+        ids = {lab for lab in label_of.values()} | {r[2] for r in source_rows}
+        names = {i: i for i in sorted(ids, key=lambda v: (len(v), v))}
+    classes = [names[k] for k in names]
+    position = {k: i for i, k in enumerate(names)}
+    paths: list[Path] = []
+    targets: list[int] = []
+    splits: list[str] = []
+    keys: list[str] = []
+    for line, name, label, split in source_rows:
+        where = f"{split_file if split is not None else labels}, line {line}"
+        if label not in position:
+            issues.append(LabelIssue("out of range", line, name,
+                                     f"class id {label} is not in the class map "
+                                     f"({', '.join(names)})"))
+            continue
+        path = index.find(name, None, where)
+        if path is None:
+            issues.append(LabelIssue("missing image", line, name, f"no file {name} in {folder}"))
+            continue
+        paths.append(path)
+        targets.append(position[label])
+        splits.append(split or "")
+        keys.append(name)
+    used = set(paths)
+    for path in index.by_rel.values():
+        if path not in used:
+            issues.append(LabelIssue("no row", None, path.name,
+                                     f"not named in {Path(split_file or labels).name}"))
+    if not paths:
+        raise LabelError(f"{labels}: no usable rows ({summarize_issues(issues)})")
+    data = LabeledImages(root=folder, paths=paths, targets=np.array(targets, dtype=np.int64),
+                         classes=classes, splits=splits if split_file else None, ids=keys)
+    data.issues = issues
+    return data
+
+
+def _read_lines(path: Path, fields: int) -> list[tuple[int, list[str]]]:
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found")
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line, text in enumerate(fh, start=1):
+            parts = text.split()
+            if not parts:
+                continue
+            if len(parts) != fields:
+                raise LabelError(f"{path}, line {line}: expected {fields} fields "
+                                 f"({'filename class_id' + (' set' if fields == 3 else '')}), "
+                                 f"got {len(parts)}: {text.strip()!r}")
+            out.append((line, parts))
+    return out
+
+
+def _read_classmap(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise DataError(f"{path}: class map not found")
+    names: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for line, row in enumerate(csv.reader(fh), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 2 or not row[0].strip().lstrip("-").isdigit():
+                raise LabelError(f"{path}, line {line}: expected 'id,name' (no header), "
+                                 f"got {','.join(row)!r}")
+            names[row[0].strip()] = row[1].strip()
+    return dict(sorted(names.items(), key=lambda kv: int(kv[0])))
+
+
+def looks_like_label_file(path: Path) -> int:
+    """2 or 3 for a ``filename class_id [set]`` file, else 0 (reads the first line)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = next((ln for ln in fh if ln.strip()), "")
+    except (OSError, UnicodeDecodeError):
+        return 0
+    parts = first.split()
+    if len(parts) in (2, 3) and image_suffix(parts[0]) in IMAGE_EXTENSIONS and \
+            parts[1].lstrip("-").isdigit():
+        return len(parts)
+    return 0
