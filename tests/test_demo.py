@@ -28,3 +28,16 @@ def test_demo_renders_trains_evaluates_and_predicts(tmp_path: Path) -> None:
     assert len(rows) == 48 and all(r["prediction"] for r in rows)
     assert f"predictions:  {run / 'predictions.csv'}" in proc.stdout
     assert "skysort evaluate: balanced accuracy" in proc.stdout
+
+
+def test_demo_of_vote_fractions(tmp_path: Path) -> None:
+    proc = skysort("demo", "--task", "fractions", "--out", tmp_path / "d", "--per-class", "20",
+                   cwd=tmp_path)
+    run = tmp_path / "d" / "runs" / "demo_fractions"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "fractions"
+    assert metrics["model"]["rmse"] < metrics["baseline"]["rmse"]
+    with open(run / "submission.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 160 and next(iter(rows[0])) == "GalaxyID"
+    assert "test RMSE" in proc.stdout and "mean predictor" in proc.stdout

@@ -62,3 +62,74 @@ def test_report_table_shows_model_and_baseline_columns() -> None:
     text = format_metrics(m, title="test")
     assert "baseline" in text and "balanced accuracy" in text
     assert "galaxy" in text and "confusion matrix" in text
+
+
+def _auc_by_pairs(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC-AUC as the share of (positive, negative) pairs ranked right (ties count half)."""
+    pos, neg = p[y == 1], p[y == 0]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins / (len(pos) * len(neg)))
+
+
+def test_binary_metrics_lead_with_auc_beside_baselines() -> None:
+    from skysort.metrics import binary_metrics
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(200) < 0.3).astype(int)
+    p = np.clip(0.3 * y + rng.normal(0.35, 0.2, 200), 0, 1)
+    m = binary_metrics(y, p, ["native", "invasive"], train_counts=[140, 60], threshold=0.5)
+    assert np.isclose(m["model"]["roc_auc"], _auc_by_pairs(y, p))
+    assert m["baseline"]["roc_auc"] == 0.5
+    assert np.isclose(m["baseline"]["pr_auc"], y.mean())  # prevalence
+    assert m["model"]["accuracy"] == np.mean((p >= 0.5) == y)
+    assert m["baseline"]["class"] == "native"
+    text = format_metrics(m)
+    assert "ROC-AUC" in text and "PR-AUC" in text and "'invasive'" in text
+
+
+def test_multilabel_macro_auc_skips_labels_with_one_value() -> None:
+    from skysort.metrics import multilabel_metrics
+
+    rng = np.random.default_rng(2)
+    y = np.stack([rng.integers(0, 2, 50), rng.integers(0, 2, 50), np.zeros(50, int)], axis=1)
+    p = np.clip(y * 0.4 + rng.random((50, 3)) * 0.6, 0, 1)
+    m = multilabel_metrics(y, p, ["bar", "ring", "never"])
+    expected = np.mean([_auc_by_pairs(y[:, j], p[:, j]) for j in (0, 1)])
+    assert np.isclose(m["model"]["macro_roc_auc"], expected)
+    assert m["model"]["labels_with_auc"] == 2 and m["per_label"]["never"]["roc_auc"] is None
+
+
+def test_fraction_rmse_per_column_and_question_beside_the_mean_predictor() -> None:
+    from skysort.metrics import fraction_metrics
+    from skysort.schema import TreeSchema
+
+    schema = TreeSchema.from_dict({"questions": [
+        {"name": "q1", "answers": ["a", "b"]}, {"name": "q2", "answers": ["c", "d"],
+                                                "parent": "a"}]})
+    truth = np.array([[0.8, 0.2, 0.5, 0.3], [0.4, 0.6, 0.1, 0.3]])
+    pred = np.array([[0.7, 0.3, 0.4, 0.3], [0.5, 0.5, 0.2, 0.3]])
+    mean = [0.6, 0.4, 0.3, 0.3]
+    m = fraction_metrics(truth, pred, ["a", "b", "c", "d"], mean, schema)
+    assert np.isclose(m["model"]["rmse"], np.sqrt(np.mean((pred - truth) ** 2)))
+    assert np.isclose(m["baseline"]["rmse"], np.sqrt(np.mean((np.array(mean) - truth) ** 2)))
+    assert np.isclose(m["per_column"]["d"]["rmse"], 0.0)
+    assert np.isclose(m["per_question"]["q2"]["rmse"],
+                      np.sqrt(np.mean((pred[:, 2:] - truth[:, 2:]) ** 2)))
+    assert np.isclose(m["improvement_over_baseline"],
+                      1 - m["model"]["rmse"] / m["baseline"]["rmse"])
+    assert np.isclose(m["model"]["max_tree_error"], abs(0.4 + 0.3 - 0.7))
+
+
+def test_galaxy_zoo_derived_classes() -> None:
+    from skysort.metrics import derived_classes
+    from skysort.schema import galaxy_zoo_schema
+
+    columns = galaxy_zoo_schema().columns
+    rows = np.zeros((4, 37))
+    at = {c: j for j, c in enumerate(columns)}
+    rows[0, at["Class1.1"]] = 0.92  # elliptical
+    rows[1, [at["Class4.1"], at["Class3.2"]]] = 0.7  # spiral, no bar
+    rows[2, [at["Class4.1"], at["Class3.1"]]] = 0.7  # barred spiral
+    rows[3, at["Class1.1"]] = 0.7  # uncertain at 0.9, elliptical at 0.6
+    assert derived_classes(rows, columns, 0.9).tolist() == [0, 3, 3, 3]
+    assert derived_classes(rows, columns, 0.6).tolist() == [0, 1, 2, 0]

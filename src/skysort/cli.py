@@ -21,7 +21,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = parse_overrides(args.overrides)
     for key in ("backbone", "weights", "seed", "epochs", "name", "project", "finetune",
-                "device", "workers", "cache_dir", "input_size", "batch_size"):
+                "device", "workers", "cache_dir", "input_size", "batch_size", "threshold",
+                *DATA_OPTIONS):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -35,11 +36,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from skysort.data.dataset import DataSpec
     from skysort.evaluate import evaluate
     from skysort.metrics import format_metrics
 
-    metrics = evaluate(args.run, args.data, split=args.split, output=args.output,
-                       workers=args.workers, device=args.device)
+    data = None
+    if args.data:
+        data = DataSpec(data=args.data, **{k: getattr(args, k) for k in DATA_OPTIONS
+                                           if k != "task" and getattr(args, k) is not None})
+    metrics = evaluate(args.run, data, split=args.split, output=args.output,
+                       workers=args.workers, device=args.device, threshold=args.threshold)
     print(format_metrics(metrics, title=f"{metrics['split']} images from {metrics['data']}: "
                                         f"{metrics['n']}"))
     if metrics["unreadable_files"]:
@@ -61,7 +67,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from skysort.demo import run_demo
 
-    run_demo(args.out, per_class=args.per_class, seed=args.seed)
+    run_demo(args.out, per_class=args.per_class, seed=args.seed, task=args.task)
     return 0
 
 
@@ -78,6 +84,29 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
+DATA_OPTIONS = ("labels", "images", "id_column", "targets", "pattern", "classmap",
+                "split_file", "task", "schema")
+
+
+def _add_data_options(p: argparse.ArgumentParser, task: bool) -> None:
+    g = p.add_argument_group("labels from a table or label file (instead of class folders)")
+    g.add_argument("--labels", help="a CSV of ids and targets, or a 'filename class_id' file")
+    g.add_argument("--images", help="the image folder (default: DATA, or the table's folder)")
+    g.add_argument("--id-column", help="the table's id column (default: the first)")
+    g.add_argument("--targets", type=lambda s: tuple(t for t in s.split(",") if t),
+                   help="comma-separated target columns (default: all but the id)")
+    g.add_argument("--pattern", help="file name of an id inside --images, e.g. '{id}.jpg' "
+                                     "(default: the id with any image extension)")
+    g.add_argument("--classmap", help="headerless 'id,name' CSV naming class ids")
+    g.add_argument("--split-file", help="'filename class_id set' lines fixing the split")
+    g.add_argument("--schema", help="YAML decision tree of vote-fraction columns "
+                                    "(the Galaxy Zoo 37 columns are recognised)")
+    if task:
+        g.add_argument("--task", choices=["auto", "multiclass", "binary", "multilabel",
+                                          "fractions"],
+                       help="target kind (default: chosen from the data)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skysort",
@@ -85,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"skysort {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a classifier on a labelled image folder",
-                       description="Train on DATA/<class>/*.jpg (or DATA/train|val|test/<class>/)."
-                                   " Extra settings as key=value, e.g. epochs=50 lr=1e-3.")
-    p.add_argument("data", help="data root: a folder per class, or train/val/test folders")
+    p = sub.add_parser("train", help="train a model on labelled images",
+                       description="Train on DATA/<class>/*.jpg, DATA/train|val|test/<class>/, "
+                                   "a folder with a 'filename class_id' label file (HiRISE), "
+                                   "or a CSV of ids and targets (--labels, or DATA itself). "
+                                   "Extra settings as key=value, e.g. epochs=50 lr=1e-3.")
+    p.add_argument("data", help="a folder of class folders or images, or a CSV table")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="any TrainConfig setting (see config.yaml in a run directory)")
     p.add_argument("--config", help="a YAML file of settings (e.g. an earlier run's config.yaml)")
@@ -107,16 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--workers", type=int, help="image decoding processes")
     p.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/skysort)")
+    p.add_argument("--threshold", type=float, help="binary decision threshold (default 0.5)")
+    _add_data_options(p, task=True)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run, beside the baseline")
     p.add_argument("run", help="a run directory written by skysort train")
-    p.add_argument("data", nargs="?", help="a labelled folder (default: the run's test split)")
+    p.add_argument("data", nargs="?",
+                   help="labelled data: class folders, a label file folder or a CSV table "
+                        "(default: the run's test split)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="which of the run's own splits to use (default test)")
     p.add_argument("--output", help="metrics JSON path (default RUN/metrics.json)")
+    p.add_argument("--threshold", type=float, help="binary decision threshold "
+                                                   "(default: the run's)")
     p.add_argument("--workers", type=int)
     p.add_argument("--device", default="auto")
+    _add_data_options(p, task=False)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="label images and write a predictions CSV")
@@ -133,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="skysort-demo", help="folder for data and runs")
     p.add_argument("--per-class", type=int, default=40, help="images per class")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", choices=["classes", "fractions"], default="classes",
+                   help="classes: morphology folders; fractions: Galaxy Zoo style vote "
+                        "fractions with a decision tree")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("backbones", help="list backbones")

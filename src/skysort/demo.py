@@ -12,15 +12,24 @@ from pathlib import Path
 from skysort.data.split import read_split_csv
 from skysort.evaluate import evaluate
 from skysort.predict import predict
-from skysort.synth import make_class_folders
+from skysort.synth import make_class_folders, make_vote_fraction_set
 from skysort.train import train
 
 DEMO_CLASSES = ("elliptical", "spiral", "edge_on", "merger")
 
 
-def run_demo(out: str | Path = "skysort-demo", per_class: int = 40, seed: int = 0) -> Path:
-    """Makes sample data in ``out/galaxies``, trains ``out/runs/demo``; returns the run."""
+def run_demo(out: str | Path = "skysort-demo", per_class: int = 40, seed: int = 0,
+             task: str = "classes") -> Path:
+    """Makes sample data in ``out/``, trains ``out/runs/demo`` (or ``demo_fractions``),
+    evaluates and predicts; returns the run directory.
+
+    Args:
+        task: ``"classes"``: galaxy morphologies in class folders; ``"fractions"``:
+            Galaxy Zoo style volunteer vote fractions for a small decision tree.
+    """
     out = Path(out)
+    if task == "fractions":
+        return _fractions_demo(out, n=per_class * len(DEMO_CLASSES) * 2, seed=seed)
     data = out / "galaxies"
     print(f"rendering {per_class * len(DEMO_CLASSES)} simulated galaxy images into {data}/ ...")
     make_class_folders(data, dict.fromkeys(DEMO_CLASSES, per_class), size=96, fmt="png",
@@ -43,4 +52,19 @@ def run_demo(out: str | Path = "skysort-demo", per_class: int = 40, seed: int = 
     print(f"predictions:  {csv_path}")
     print(f"\nnext: skysort predict {result.run_dir} YOUR_IMAGES/  "
           f"or  skysort train YOUR_DATA/")
+    return result.run_dir
+
+
+def _fractions_demo(out: Path, n: int, seed: int) -> Path:
+    print(f"rendering {n} simulated galaxies with simulated volunteer votes into {out}/votes/ ...")
+    images, votes, schema = make_vote_fraction_set(out / "votes", n, size=96, seed=seed)
+    result = train(images, labels=str(votes), schema=str(schema), project=out / "runs",
+                   name="demo_fractions", exist_ok=True, seed=seed)
+    metrics = result.metrics
+    print(f"\ntest RMSE {metrics['model']['rmse']:.4f} against {metrics['baseline']['rmse']:.4f} "
+          f"for the mean predictor ({metrics['improvement_over_baseline']:.0%} lower)")
+    csv_path = predict(result.run_dir, [images], result.run_dir / "submission.csv", quiet=True)
+    print(f"\nsample data:  {images}/, {votes}, {schema}")
+    print(f"run:          {result.run_dir}/")
+    print(f"predictions:  {csv_path}  (GalaxyID + one column per answer, obeying the tree)")
     return result.run_dir

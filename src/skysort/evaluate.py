@@ -162,10 +162,10 @@ def write_eval_predictions(path: Path, labeled: LabeledImages, outputs: np.ndarr
                 truth = task.classes[int(labeled.targets[i])]
                 pred = "" if i in bad else \
                     task.classes[int(task.predicted_class(outputs[i:i + 1], threshold)[0])]
-                values = ["" if i in bad else f"{v:.6f}" for v in outputs[i]]
+                values = ["" if i in bad else f"{v:.8f}" for v in outputs[i]]
                 writer.writerow([rel, truth, pred, *values, bad.get(i, "")])
             else:
-                values = ["" if i in bad else f"{v:.6f}" for v in outputs[i]]
-                writer.writerow([rel, *values, *(f"{v:.6f}" for v in labeled.targets[i]),
+                values = ["" if i in bad else f"{v:.8f}" for v in outputs[i]]
+                writer.writerow([rel, *values, *(f"{v:.8f}" for v in labeled.targets[i]),
                                  bad.get(i, "")])
 

@@ -31,6 +31,9 @@ from skysort.tasks import Task
 from skysort.train import resolve_device
 
 FIXED_COLUMNS = ("path", "prediction", "probability", "error")
+#: Decimals written per value: rounding error stays far below the 1e-6 to which written
+#: vote fractions still obey their tree.
+DECIMALS = 8
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
@@ -160,12 +163,12 @@ class PredictionWriter:
                 self.writer.writerow([str(path), "", "", *[""] * len(self.task.classes), error])
             return
         if self.table:
-            self.writer.writerow([file_id(path), *(f"{v:.6f}" for v in outputs)])
+            self.writer.writerow([file_id(path), *(f"{v:.{DECIMALS}f}" for v in outputs)])
             return
         probs = self.task.class_probabilities(outputs[None])[0]
         top = int(self.task.predicted_class(outputs[None], self.info.threshold)[0])
-        self.writer.writerow([str(path), self.task.classes[top], f"{probs[top]:.6f}",
-                              *(f"{v:.6f}" for v in probs), ""])
+        self.writer.writerow([str(path), self.task.classes[top], f"{probs[top]:.{DECIMALS}f}",
+                              *(f"{v:.{DECIMALS}f}" for v in probs), ""])
 
     def finish(self) -> None:
         """Writes the errors file of the table layout, if any file could not be read."""

@@ -46,15 +46,17 @@ class Question:
 
 @dataclass
 class TreeSchema:
-    """Questions in an order where every parent answer comes before its children."""
+    """Questions as written; :attr:`tree_order` puts every parent answer before its
+    children."""
 
     questions: list[Question]
     name: str = "custom"
     id_column: str | None = None
     columns: list[str] = field(init=False)
+    tree_order: list[Question] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.questions = _topological(self.questions, self.name)
+        self.tree_order = _topological(self.questions, self.name)
         self.columns = [a for q in self.questions for a in q.answers]
 
     @classmethod
@@ -173,10 +175,10 @@ class TreeOutput(nn.Module):
             raise ConfigError(f"columns {list(columns)} do not match schema {schema.name!r} "
                               f"({schema.columns})")
         position = {c: i for i, c in enumerate(columns)}
-        self.groups = [[position[a] for a in q.answers] for q in schema.questions]
-        tree_order = [a for q in schema.questions for a in q.answers]
+        self.groups = [[position[a] for a in q.answers] for q in schema.tree_order]
+        tree_order = [a for q in schema.tree_order for a in q.answers]
         where = {a: i for i, a in enumerate(tree_order)}
-        self.parents = [None if q.parent is None else where[q.parent] for q in schema.questions]
+        self.parents = [None if q.parent is None else where[q.parent] for q in schema.tree_order]
         for i, group in enumerate(self.groups):
             self.register_buffer(f"group{i}", torch.tensor(group, dtype=torch.long),
                                  persistent=False)
