@@ -91,11 +91,11 @@ def main() -> None:
         def cold() -> None:
             shutil.rmtree(cache, ignore_errors=True)
             skysort.train(data, project=str(work / "runs"), name="cold", exist_ok=True,
-                          cache_dir=str(cache))
+                          cache_dir=str(cache), finetune="head")
 
         def warm() -> None:
             skysort.train(data, project=str(work / "runs"), name="warm", exist_ok=True,
-                          cache_dir=str(cache))
+                          cache_dir=str(cache), finetune="head")
 
         cold_t = timed(cold, args.repeats)
         warm_t = timed(warm, args.repeats)

@@ -34,7 +34,7 @@ def _values(rows: list[dict[str, str]], columns: list[str]) -> np.ndarray:
 def test_vote_fractions_beat_the_mean_predictor_and_obey_the_tree(tmp_path: Path) -> None:
     images, votes, schema_path = make_vote_fraction_set(tmp_path / "gz", 300, size=96, seed=3)
     skysort("train", images, "--labels", votes, "--schema", schema_path, "--name", "gz",
-            cwd=tmp_path)
+            "--finetune", "head", cwd=tmp_path)
     run = tmp_path / "runs" / "gz"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "fractions"

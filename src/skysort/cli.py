@@ -18,9 +18,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from skysort.config import TrainConfig, parse_overrides
     from skysort.train import train
 
+    if args.resume:
+        result = train(resume=args.resume)
+        print(f"\nresults in {result.run_dir}/")
+        return 0
+    if not args.data:
+        raise SystemExit("skysort train: error: DATA is required (or --resume RUN)")
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = parse_overrides(args.overrides)
-    for key in ("backbone", "weights", "seed", "epochs", "name", "project", "finetune",
+    for key in ("backbone", "weights", "seed", "epochs", "name", "project", "finetune", "augment",
                 "device", "workers", "cache_dir", "input_size", "batch_size", "threshold",
                 *DATA_OPTIONS):
         value = getattr(args, key)
@@ -45,7 +51,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         data = DataSpec(data=args.data, **{k: getattr(args, k) for k in DATA_OPTIONS
                                            if k != "task" and getattr(args, k) is not None})
     metrics = evaluate(args.run, data, split=args.split, output=args.output,
-                       workers=args.workers, device=args.device, threshold=args.threshold)
+                       workers=args.workers, device=args.device, threshold=args.threshold,
+                       tta=args.tta)
     print(format_metrics(metrics, title=f"{metrics['split']} images from {metrics['data']}: "
                                         f"{metrics['n']}"))
     if metrics["unreadable_files"]:
@@ -58,9 +65,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from skysort.predict import predict
 
-    out = predict(args.run, args.inputs, args.output, batch_size=args.batch_size,
-                  workers=args.workers, device=args.device, top_k=args.top_k)
+    if args.engine == "ray":
+        from skysort.distributed import predict_on_ray
+
+        out = predict_on_ray(args.run, args.inputs, args.output, address=args.address,
+                             batch_size=args.batch_size, fmt=args.format,
+                             path_column=args.path_column, actors=args.actors)
+    else:
+        out = predict(args.run, args.inputs, args.output, batch_size=args.batch_size,
+                      workers=args.workers, device=args.device, engine=args.engine,
+                      top_k=args.top_k, tta=args.tta, resume=args.resume, fmt=args.format,
+                      path_column=args.path_column)
     print(f"predictions written to {out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from skysort.export import export_run
+
+    out = export_run(args.run, args.format, args.output)
+    print(f"exported to {out} (inputs: float32 (batch, 3, size, size); metadata key "
+          "'skysort' holds the classes and preprocessing)")
     return 0
 
 
@@ -119,14 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "a folder with a 'filename class_id' label file (HiRISE), "
                                    "or a CSV of ids and targets (--labels, or DATA itself). "
                                    "Extra settings as key=value, e.g. epochs=50 lr=1e-3.")
-    p.add_argument("data", help="a folder of class folders or images, or a CSV table")
+    p.add_argument("data", nargs="?", help="a folder of class folders or images, or a CSV table")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="any TrainConfig setting (see config.yaml in a run directory)")
     p.add_argument("--config", help="a YAML file of settings (e.g. an earlier run's config.yaml)")
     p.add_argument("--backbone", help="timm backbone name (default tf_efficientnet_lite0)")
     p.add_argument("--weights", help="'auto' (embedded, default), a weights FILE, "
                                      "'hub' (download, needs a network) or 'none'")
-    p.add_argument("--finetune", help="what to train: head (frozen backbone, cached features)")
+    p.add_argument("--finetune", help="auto (default: by dataset size), head (frozen backbone, "
+                                      "cached features), last:N (the last N stages), full")
+    p.add_argument("--augment", choices=["sky", "photo", "none"],
+                   help="augmentation while fine-tuning (default sky: any rotation, flips, "
+                        "shifts, zoom, mild noise; photo: crops, flips, colour jitter)")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue a stopped run from its last checkpoint")
     p.add_argument("--seed", type=int, help="seed for the split and training (default 0)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -154,18 +185,42 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default: the run's)")
     p.add_argument("--workers", type=int)
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true",
+                   help="average over rotations and flips (test-time augmentation)")
     _add_data_options(p, task=False)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("predict", help="label images and write a predictions CSV")
+    p = sub.add_parser("predict", help="label images and write a predictions CSV or Parquet")
     p.add_argument("run", help="a run directory written by skysort train")
-    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("-o", "--output", help="CSV to write (default RUN/predictions.csv)")
+    p.add_argument("inputs", nargs="+",
+                   help="image files, folders, glob patterns, text files of paths (.txt) or "
+                        "CSV catalogues with a path column")
+    p.add_argument("-o", "--output", help="file to write: .csv, or .parquet (a folder of "
+                                          "parts); default RUN/predictions.csv")
+    p.add_argument("--format", choices=["csv", "parquet"],
+                   help="output format (default: from the output's suffix)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows an interrupted run wrote and label only the rest")
+    p.add_argument("--engine", choices=["auto", "onnx", "torch", "ray"], default="auto",
+                   help="auto: ONNX Runtime on a CPU, torch on a GPU; ray: Ray Data batch "
+                        "inference on a local or existing Ray cluster")
+    p.add_argument("--address", help="Ray cluster address for --engine ray "
+                                     "(default: a local Ray instance)")
+    p.add_argument("--actors", type=int, help="model replicas for --engine ray")
+    p.add_argument("--path-column", default="path", help="path column of a CSV catalogue")
     p.add_argument("--top-k", type=int, default=5, help="classes printed for one image")
+    p.add_argument("--tta", action="store_true",
+                   help="average over rotations and flips (test-time augmentation)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="write the model as ONNX, usable without the run")
+    p.add_argument("run", help="a run directory written by skysort train")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("-o", "--output", help="file to write (default RUN/model.onnx)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="make a small galaxy image set, train, evaluate, predict")
     p.add_argument("--out", default="skysort-demo", help="folder for data and runs")

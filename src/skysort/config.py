@@ -8,6 +8,7 @@ every run directory, and ``TrainConfig.from_yaml`` reads it back.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -21,7 +22,8 @@ from skysort.data.dataset import DataSpec
 from skysort.errors import ConfigError
 
 BALANCE_CHOICES = ("weights", "sampler", "none")
-FINETUNE_CHOICES = ("head",)
+AUGMENT_CHOICES = ("sky", "photo", "none")
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
 TASK_CHOICES = ("auto", "multiclass", "binary", "multilabel", "fractions")
 
 
@@ -47,9 +49,10 @@ class TrainConfig:
     backbone: str = "tf_efficientnet_lite0"
     weights: str = "auto"
     input_size: int | None = None
-    finetune: str = "head"
+    center_fraction: float = 1.0
+    finetune: str = "auto"
     dropout: float = 0.2
-    # optimisation
+    # stage 1: the head on cached embeddings
     epochs: int = 100
     batch_size: int = 64
     lr: float = 3e-3
@@ -58,6 +61,17 @@ class TrainConfig:
     label_smoothing: float = 0.0
     balance: str = "weights"
     patience: int = 20
+    # stage 2: fine-tuning on augmented images
+    augment: str = "sky"
+    finetune_epochs: int = 15
+    finetune_batch_size: int = 32
+    finetune_lr: float = 5e-4
+    finetune_weight_decay: float = 0.02
+    layer_decay: float = 0.85
+    finetune_warmup_epochs: int = 1
+    finetune_patience: int = 5
+    ema_decay: float = 0.995
+    precision: str = "auto"
     # evaluation
     threshold: float = 0.5
     derived_thresholds: tuple[float, ...] = (0.6, 0.9)
@@ -84,10 +98,22 @@ class TrainConfig:
             raise ConfigError("split: the train fraction must be above 0")
         _choice("balance", self.balance, BALANCE_CHOICES)
         _choice("task", self.task, TASK_CHOICES)
+        _choice("augment", self.augment, AUGMENT_CHOICES)
+        _choice("precision", self.precision, PRECISION_CHOICES)
+        if self.finetune not in ("auto", "head", "full") and \
+                not re.fullmatch(r"last:[1-9]\d*", self.finetune):
+            raise ConfigError(f"finetune={self.finetune!r}: must be auto, head, full or last:N "
+                              "(the last N stages of the backbone, e.g. last:2)")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay={self.ema_decay}: must lie in [0, 1) (0: no EMA)")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay={self.layer_decay}: must lie in (0, 1]")
+        if not 0.05 <= self.center_fraction <= 1:
+            raise ConfigError(f"center_fraction={self.center_fraction}: must lie in "
+                              "[0.05, 1] (0.5 keeps the central half of each image)")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"threshold={self.threshold}: must lie strictly between 0 and 1")
-        _choice("finetune", self.finetune, FINETUNE_CHOICES)
-        for key in ("epochs", "batch_size"):
+        for key in ("epochs", "batch_size", "finetune_epochs", "finetune_batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1")
         for key in ("lr", "weight_decay", "label_smoothing", "dropout"):

@@ -92,7 +92,8 @@ def evaluate(run: str | Path, data: str | Path | DataSpec | None = None, *,
              split: str = "test", output: str | Path | None = None,
              cache_dir: str | Path | None = None, workers: int | None = None,
              device: str = "auto", threshold: float | None = None,
-             derived_thresholds: tuple[float, ...] | None = None) -> dict[str, Any]:
+             derived_thresholds: tuple[float, ...] | None = None,
+             tta: bool = False) -> dict[str, Any]:
     """Evaluates a trained run on its test split, or on other labelled data.
 
     Args:
@@ -106,6 +107,8 @@ def evaluate(run: str | Path, data: str | Path | DataSpec | None = None, *,
             (``*_predictions.csv``).
         threshold: binary decision threshold (default: the run's).
         derived_thresholds: Galaxy Zoo derived-class thresholds (default: the run's).
+        tta: average the outputs over test-time augmentation views (rotations and flips
+            for a ``sky`` run, a mirror for a ``photo`` run).
 
     Returns:
         The metrics, with baselines and any warnings.
@@ -126,12 +129,13 @@ def evaluate(run: str | Path, data: str | Path | DataSpec | None = None, *,
     if len(keep) < len(labeled):
         labeled = labeled.subset(keep)
     outputs, bad = model_outputs(model, info, labeled.paths, cache_dir=cache_dir or cfg.cache_dir,
-                                 workers=workers, device=resolve_device(device))
+                                 workers=workers, device=resolve_device(device), tta=tta)
     good = np.array([i for i in range(len(labeled)) if i not in bad], dtype=np.int64)
     metrics = task_metrics(info.task, labeled.targets[good], outputs[good],
                            threshold=cfg.threshold if threshold is None else threshold,
                            derived_thresholds=derived_thresholds or cfg.derived_thresholds)
     metrics["split"] = used
+    metrics["tta"] = tta
     metrics["data"] = str(labeled.root)
     metrics["unreadable_files"] = {labeled.relpath(labeled.paths[i]): r for i, r in bad.items()}
     if output is None:

@@ -1,65 +1,48 @@
-"""Labelling new images with a trained run, and the CSV that pipelines expect.
+"""Labelling new images with a trained run, at survey scale.
 
-``predict(RUN, inputs)`` expands files, folders and glob patterns lazily, runs the model
-in batches and writes one CSV row per input as results arrive::
+``predict(RUN, inputs)`` streams the inputs (files, folders, globs, lists of paths,
+catalogues; :mod:`skysort.data.inputs`), decodes them in worker processes a few batches
+ahead of the model, runs the model (ONNX Runtime on a CPU by default, several times faster
+than eager torch; torch on a GPU), and writes each batch's rows as it finishes
+(:mod:`skysort.writers`): memory stays flat however many files there are, an unreadable
+file becomes an error row, and ``resume=True`` continues an interrupted run without
+losing or repeating a row.
 
-    path,prediction,probability,<class 1>,...,<class k>,error
-
-An unreadable file gets a row with its error and empty probabilities; the run goes on.
 :class:`Predictor` is the same in Python, scikit-learn style (``classes_``,
 ``predict_proba``, ``predict``).
 """
 
 from __future__ import annotations
 
-import csv
-import glob
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from skysort.data.images import image_suffix, is_image_file
-from skysort.data.sources import iter_image_files
-from skysort.errors import DataError
-from skysort.inference import iter_outputs
-from skysort.models.model import ModelInfo, SkyModel, load_model
+from skysort.data.inputs import expand_inputs
+from skysort.errors import ConfigError, DataError
+from skysort.inference import Runner, iter_outputs, published_runner
+from skysort.models.model import SkyModel, load_model
 from skysort.tasks import Task
 from skysort.train import resolve_device
+from skysort.writers import Layout, Sink
 
-FIXED_COLUMNS = ("path", "prediction", "probability", "error")
-#: Decimals written per value: rounding error stays far below the 1e-6 to which written
-#: vote fractions still obey their tree.
-DECIMALS = 8
+ENGINES = ("auto", "onnx", "torch")
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
-    """Image paths named by files, folders (recursively) and glob patterns, in order.
+def make_runner(run: Path, model: SkyModel, engine: str, device: str) -> tuple[str, Runner]:
+    """(engine name, runner): ONNX Runtime for ``onnx`` (``auto`` on a CPU), else torch."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    torch_device = resolve_device(device)
+    if engine == "onnx" or (engine == "auto" and torch_device.type == "cpu"):
+        from skysort.export import onnx_for_run
+        from skysort.models.onnx import OnnxModule
 
-    Raises:
-        DataError: an input is neither an existing path nor a pattern that matches.
-    """
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            yield from iter_image_files(path)
-        elif path.is_file():
-            yield path
-        elif glob.has_magic(str(item)):
-            matches = sorted(glob.iglob(str(path), recursive=True))
-            if not matches:
-                raise DataError(f"{item}: the pattern matches no files")
-            for match in matches:
-                m = Path(match)
-                if m.is_dir():
-                    yield from iter_image_files(m)
-                elif is_image_file(m):
-                    yield m
-        else:
-            raise DataError(f"{item}: no such file or folder")
+        return "onnx", OnnxModule(onnx_for_run(run))
+    return "torch", published_runner(model, torch_device)
 
 
 class Predictor:
@@ -68,22 +51,23 @@ class Predictor:
     Attributes:
         classes_: class names (single-label tasks) or output column names (multi-label,
             vote fractions); :meth:`predict_proba` columns follow this order.
+        engine: ``onnx`` or ``torch``, whichever runs the model.
     """
 
-    def __init__(self, model: SkyModel, info: ModelInfo, *, device: str = "auto",
-                 batch_size: int = 32, workers: int | None = None) -> None:
-        self.model = model
-        self.info = info
-        self.task = info.task
-        self.device = resolve_device(device)
+    def __init__(self, run: str | Path, *, engine: str = "auto", device: str = "auto",
+                 batch_size: int = 32, workers: int | None = None, tta: bool = False) -> None:
+        self.run = Path(run)
+        self.model, self.info = load_model(self.run)
+        self.task = self.info.task
+        self.engine, self.runner = make_runner(self.run, self.model, engine, device)
         self.batch_size = batch_size
         self.workers = workers
+        self.tta = str(self.info.extra.get("augment", "sky")) if tta else None
 
     @classmethod
     def load(cls, run: str | Path, **kwargs: object) -> Predictor:
         """Loads the model saved in a run directory."""
-        model, info = load_model(run)
-        return cls(model, info, **kwargs)  # type: ignore[arg-type]
+        return cls(run, **kwargs)  # type: ignore[arg-type]
 
     @property
     def classes_(self) -> list[str]:
@@ -93,12 +77,19 @@ class Predictor:
     def single_label(self) -> bool:
         return self.task.kind in ("multiclass", "binary")
 
+    def iter_batches(self, paths: Iterable[Path]
+                     ) -> Iterator[tuple[list[Path], np.ndarray, dict[int, str]]]:
+        """``(paths, outputs, errors)`` per batch; see :func:`skysort.inference.iter_outputs`."""
+        return iter_outputs(self.runner, self.info.preprocess, paths,
+                            num_outputs=self.task.num_outputs, batch_size=self.batch_size,
+                            workers=self.workers, tta=self.tta)
+
     def predict_outputs(self, paths: Sequence[str | Path]) -> np.ndarray:
         """The task's published outputs (for binary: P(positive)); NaN rows if unreadable."""
-        outputs = np.full((len(paths), self.task.num_outputs), np.nan, dtype=np.float32)
-        for index, out, _ in self.iter_batches([Path(p) for p in paths]):
-            outputs[index] = out
-        return outputs
+        parts = [out for _, out, _ in self.iter_batches(Path(p) for p in paths)]
+        if not parts:
+            return np.zeros((0, self.task.num_outputs), dtype=np.float32)
+        return np.concatenate(parts)
 
     def predict_proba(self, paths: Sequence[str | Path]) -> np.ndarray:
         """Probabilities ``(n, len(classes_))``: one per class for single-label tasks, one
@@ -111,114 +102,72 @@ class Predictor:
         """Single-label: the predicted class per file (``""`` for unreadable files).
         Multi-label: a 0/1 matrix at the run's threshold. Fractions: the fractions."""
         outputs = self.predict_outputs(paths)
-        ok = ~np.isnan(outputs).any(axis=1)
         if not self.single_label:
             return (outputs >= self.info.threshold).astype(np.int64) \
                 if self.task.kind == "multilabel" else outputs
+        ok = ~np.isnan(outputs).any(axis=1)
         out = np.full(len(paths), "", dtype=object)
         names = np.array(self.classes_, dtype=object)
         out[ok] = names[self.task.predicted_class(outputs[ok], self.info.threshold)]
         return out
 
-    def iter_batches(self, paths: Sequence[Path]
-                     ) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
-        return iter_outputs(self.model, self.info, paths, batch_size=self.batch_size,
-                            workers=self.workers, device=self.device)
-
-
-def file_id(path: Path) -> str:
-    """The id a file stands for in a table: its name without the image extension."""
-    return path.name[: -len(image_suffix(path))] if image_suffix(path) else path.name
-
-
-class PredictionWriter:
-    """Writes prediction rows in the layout that fits the model's training data.
-
-    * Trained from a table (``id_column`` known): the submission layout, the id column
-      then one column per output: ``name,invasive`` for a binary task, ``GalaxyID,
-      Class1.1,...`` for vote fractions (input order and naming). Unreadable files
-      cannot fill such a row; they go to ``<output>_errors.csv`` instead.
-    * Otherwise: ``path,prediction,probability,<one column per class>,error``.
-    """
-
-    def __init__(self, fh: Any, info: ModelInfo, errors_path: Path) -> None:
-        self.info = info
-        self.task = info.task
-        self.table = info.id_column is not None
-        self.writer = csv.writer(fh)
-        self.errors_path = errors_path
-        self.errors: list[tuple[str, str]] = []
-        if self.table:
-            names = (info.target_columns[:1] if self.task.kind == "binary" and
-                     info.target_columns else self.task.output_names)
-            self.writer.writerow([info.id_column, *names])
-        else:
-            names = [f"prob_{c}" if c in FIXED_COLUMNS else c for c in self.task.classes]
-            self.writer.writerow(["path", "prediction", "probability", *names, "error"])
-
-    def write(self, path: Path, outputs: np.ndarray | None, error: str = "") -> None:
-        if outputs is None:
-            self.errors.append((str(path), error))
-            if not self.table:
-                self.writer.writerow([str(path), "", "", *[""] * len(self.task.classes), error])
-            return
-        if self.table:
-            self.writer.writerow([file_id(path), *(f"{v:.{DECIMALS}f}" for v in outputs)])
-            return
-        probs = self.task.class_probabilities(outputs[None])[0]
-        top = int(self.task.predicted_class(outputs[None], self.info.threshold)[0])
-        self.writer.writerow([str(path), self.task.classes[top], f"{probs[top]:.{DECIMALS}f}",
-                              *(f"{v:.{DECIMALS}f}" for v in probs), ""])
-
-    def finish(self) -> None:
-        """Writes the errors file of the table layout, if any file could not be read."""
-        if self.table and self.errors:
-            with open(self.errors_path, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["path", "error"])
-                writer.writerows(self.errors)
-
 
 def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | None = None,
             *, batch_size: int = 32, workers: int | None = None, device: str = "auto",
-            top_k: int = 5, quiet: bool = False) -> Path:
-    """Labels every image named by ``inputs`` and writes the predictions CSV.
+            engine: str = "auto", top_k: int = 5, quiet: bool = False, tta: bool = False,
+            resume: bool = False, fmt: str | None = None, path_column: str = "path") -> Path:
+    """Labels every image named by ``inputs`` and writes the predictions file.
 
     Args:
         run: the run directory.
-        inputs: files, folders and glob patterns.
-        output: the CSV to write; by default ``RUN/predictions.csv``.
+        inputs: files, folders, glob patterns, text files of paths, CSV catalogues.
+        output: the file to write (``.csv``, or ``.parquet`` for a folder of Parquet
+            parts); by default ``RUN/predictions.csv``.
+        engine: ``auto`` (ONNX Runtime on a CPU, torch on a GPU), ``onnx`` or ``torch``.
         top_k: for a single input image, how many classes to print.
+        tta: average over test-time augmentation views (rotations and flips).
+        resume: keep the rows an interrupted run already wrote and label only the rest.
+        fmt: ``csv`` or ``parquet`` (default: from the output's suffix).
+        path_column: the path column of a CSV catalogue input.
 
     Returns:
-        The CSV path.
+        The output path.
     """
-    predictor = Predictor.load(run, device=device, batch_size=batch_size, workers=workers)
-    paths = list(expand_inputs(inputs))
-    if not paths:
-        raise DataError(f"no image files found in {', '.join(map(str, inputs))}")
+    predictor = Predictor(run, engine=engine, device=device, batch_size=batch_size,
+                          workers=workers, tta=tta)
     output = Path(output) if output else Path(run) / "predictions.csv"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    errors_path = output.with_name(f"{output.stem}_errors.csv")
-    errors_path.unlink(missing_ok=True)
-    with open(output, "w", newline="", encoding="utf-8") as fh, \
-            tqdm(total=len(paths), desc="predicting", unit="img", dynamic_ncols=True,
-                 disable=quiet) as bar:
-        writer = PredictionWriter(fh, predictor.info, errors_path)
-        for index, outputs, errors in predictor.iter_batches(paths):
-            rows = {i: (paths[i], out, "") for i, out in zip(index, outputs, strict=True)}
-            rows.update({i: (paths[i], None, why) for i, why in errors})
-            for i in sorted(rows):
-                writer.write(*rows[i])
-            bar.update(len(rows))
-            if len(paths) == 1 and index and not quiet:
-                print_top_k(paths[0], outputs[0], predictor.task, top_k)
-            elif len(paths) == 1 and errors:
-                print(f"{paths[0]}: cannot read image: {errors[0][1]}", file=sys.stderr)
-    writer.finish()
-    if writer.errors and not quiet:
-        where = errors_path if writer.table else output
-        print(f"{len(writer.errors)} file(s) could not be read; {where} gives the reasons",
+    layout = Layout(predictor.info)
+    sink = Sink(output, layout, fmt, resume=resume)
+    if sink.done and not quiet:
+        print(f"resuming: {len(sink.done)} input(s) already in {output}", file=sys.stderr)
+    todo = (p for p in expand_inputs(inputs, path_column) if layout.key(p) not in sink.done)
+    seen = 0
+    first: tuple[Path, np.ndarray | None, str] | None = None
+    try:
+        with tqdm(desc=f"predicting ({predictor.engine})", unit="img", dynamic_ncols=True,
+                  disable=quiet, mininterval=1) as bar:
+            for chunk, outputs, errors in predictor.iter_batches(todo):
+                for i, path in enumerate(chunk):
+                    bad = errors.get(i, "")
+                    sink.write(path, None if bad else outputs[i], bad)
+                    if first is None:
+                        first = (path, None if bad else outputs[i], bad)
+                sink.flush()
+                seen += len(chunk)
+                bar.update(len(chunk))
+    finally:
+        sink.close()
+    if seen == 0 and not sink.done:
+        raise DataError(f"no image files found in {', '.join(map(str, inputs))}")
+    if seen == 1 and first is not None and not quiet:
+        path, out, why = first
+        if out is None:
+            print(f"{path}: cannot read image: {why}", file=sys.stderr)
+        else:
+            print_top_k(path, out, predictor.task, top_k)
+    if sink.n_errors and not quiet:
+        where = sink.errors_path if layout.table else output
+        print(f"{sink.n_errors} file(s) could not be read; {where} gives the reasons",
               file=sys.stderr)
     return output
 

@@ -9,34 +9,59 @@ held in memory as a whole dataset.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from skysort.errors import ImageError
 
-Transform = Callable[[Path], np.ndarray]
-
 
 class ImageFiles(Dataset):
-    """``(index, array or None, error or "")`` for each path."""
+    """``(index, array or None, error or "")`` for each path.
 
-    def __init__(self, paths: Sequence[Path], transform: Transform) -> None:
+    Indexed by an int (evaluation), or by ``(index, epoch)`` from :class:`EpochSampler`
+    (training), in which case the transform gets ``(path, (epoch, index))`` so that its
+    random augmentation is fixed by the seed, the epoch and the image.
+    """
+
+    def __init__(self, paths: Sequence[Path], transform: Callable[..., np.ndarray]) -> None:
         self.paths = list(paths)
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[int, np.ndarray | None, str]:
+        index = item if isinstance(item, int) else item[0]
         try:
-            return index, self.transform(self.paths[index]), ""
+            if isinstance(item, int):
+                return index, self.transform(self.paths[index]), ""
+            return index, self.transform(self.paths[index], (item[1], index)), ""
         except ImageError as exc:
             return index, None, str(exc).removeprefix(f"{self.paths[index]}: ")
+
+
+class EpochSampler(Sampler):
+    """``(index, epoch)`` pairs in an order fixed by ``(seed, epoch)``: a permutation, or
+    draws with replacement by ``weights`` (balanced sampling). Set :attr:`epoch` before
+    each epoch; resuming at epoch k replays exactly the order of an uninterrupted run."""
+
+    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.weights = None if weights is None else np.asarray(weights, float) / np.sum(weights)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = (rng.permutation(self.n) if self.weights is None
+                 else rng.choice(self.n, size=self.n, replace=True, p=self.weights))
+        return iter([(int(i), self.epoch) for i in order])
 
 
 def collate_images(items: list[tuple[int, np.ndarray | None, str]]
@@ -55,14 +80,17 @@ def default_workers() -> int:
     return min(8, cores or 1) if (cores or 1) > 1 else 0
 
 
-def image_loader(paths: Sequence[Path], transform: Transform, batch_size: int,
-                 workers: int | None = None, **kwargs: Any) -> DataLoader:
-    """A DataLoader of ``(indices, images, bad)`` batches over ``paths``, in order."""
+def image_loader(paths: Sequence[Path], transform: Callable[..., np.ndarray], batch_size: int,
+                 workers: int | None = None, sampler: Sampler | None = None,
+                 **kwargs: Any) -> DataLoader:
+    """A DataLoader of ``(indices, images, bad)`` batches over ``paths``: in order, or in
+    the order of ``sampler`` (an :class:`EpochSampler` for training)."""
     workers = default_workers() if workers is None else workers
     return DataLoader(
         ImageFiles(paths, transform),
         batch_size=batch_size,
         shuffle=False,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate_images,
         persistent_workers=False,

@@ -1,18 +1,33 @@
-"""The only place where images become model inputs.
+"""The only place where images become model inputs, for training and for everything else.
 
 :class:`Preprocess` holds what a backbone expects (input size, resize ratio, interpolation,
-mean and std). It comes from the backbone's pretrained config (timm's ``pretrained_cfg``),
-is saved with every model, and is the one definition that training, evaluation,
-prediction and export all use, so they can never preprocess differently.
+mean and std) plus an optional centre cut of the raw image (``center_fraction``: 0.5 turns
+a 424 px Galaxy Zoo image into its central 212 px). It comes from the backbone's
+pretrained config (timm's ``pretrained_cfg``), is saved with every model, and is the one
+definition that training, evaluation, prediction and export all use.
 
 The evaluation path is timm's: resize the shorter side to ``input_size / crop_pct``, take
-the centre ``input_size`` square, scale to [0, 1], normalise by mean and std. It is done in
+the centre ``input_size`` square, scale to [0, 1], normalise by mean and std. It runs in
 Pillow and NumPy so worker processes need no torch.
+
+Training adds an augmentation preset (:data:`AUGMENT_PRESETS`):
+
+* ``sky``: the symmetries of a survey cutout: rotation by any angle (the border filled
+  by reflection, not black corners), flips, small shifts and zoom, mild brightness,
+  contrast and noise;
+* ``photo``: flips, random resized crops and colour jitter, as for ordinary photographs;
+* ``none``: the evaluation transform.
+
+Random draws come from a generator seeded by ``(seed, epoch, image index)``, so an image's
+augmentation does not depend on which worker process decodes it: an interrupted run
+resumes with exactly the images it would have seen.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +51,8 @@ _INTERPOLATIONS = {
 #: visually indistinguishable from a single resample (Pillow documents 3.0 as such).
 REDUCING_GAP = 3.0
 
+AUGMENT_PRESETS = ("sky", "photo", "none")
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -46,6 +63,7 @@ class Preprocess:
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    center_fraction: float = 1.0
     _scale: np.ndarray = field(init=False, repr=False, compare=False)
     _shift: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -54,6 +72,8 @@ class Preprocess:
             raise ConfigError(f"input_size {self.input_size} is too small; use at least 16")
         if not 0.1 <= self.crop_pct <= 1.0:
             raise ConfigError(f"crop_pct {self.crop_pct} must lie in [0.1, 1.0]")
+        if not 0.05 <= self.center_fraction <= 1.0:
+            raise ConfigError(f"center_fraction {self.center_fraction} must lie in [0.05, 1]")
         if self.interpolation not in _INTERPOLATIONS:
             raise ConfigError(
                 f"interpolation {self.interpolation!r} is not one of {sorted(_INTERPOLATIONS)}"
@@ -72,13 +92,14 @@ class Preprocess:
         return math.floor(self.input_size / self.crop_pct)
 
     @classmethod
-    def from_pretrained_cfg(cls, cfg: Mapping[str, Any], input_size: int | None = None
-                            ) -> Preprocess:
+    def from_pretrained_cfg(cls, cfg: Mapping[str, Any], input_size: int | None = None,
+                            center_fraction: float = 1.0) -> Preprocess:
         """Builds the preprocessing a timm backbone was trained with.
 
         Args:
             cfg: timm's ``pretrained_cfg`` (or any mapping with its keys).
             input_size: overrides the backbone's native input size.
+            center_fraction: keep only this central fraction of each raw image.
         """
         size = cfg.get("input_size", (3, 224, 224))
         return cls(
@@ -87,6 +108,7 @@ class Preprocess:
             interpolation=str(cfg.get("interpolation", "bicubic")),
             mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
             std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+            center_fraction=center_fraction,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,7 +119,7 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
-        known = {"input_size", "crop_pct", "interpolation", "mean", "std"}
+        known = {"input_size", "crop_pct", "interpolation", "mean", "std", "center_fraction"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(
@@ -109,41 +131,198 @@ class Preprocess:
             interpolation=str(data.get("interpolation", defaults.interpolation)),
             mean=tuple(data.get("mean", defaults.mean)),
             std=tuple(data.get("std", defaults.std)),
+            center_fraction=float(data.get("center_fraction", defaults.center_fraction)),
         )
 
     # -- the pipeline -----------------------------------------------------------------
 
-    def resize_crop(self, img: Image.Image) -> Image.Image:
-        """Resizes the shorter side to :attr:`resize_size` and takes the centre square."""
+    def center_cut(self, img: Image.Image) -> Image.Image:
+        """The central ``center_fraction`` of the raw image (all of it by default)."""
+        if self.center_fraction >= 1.0:
+            return img
         width, height = img.size
-        short = self.resize_size
+        w, h = max(1, round(width * self.center_fraction)), max(1, round(height *
+                                                                       self.center_fraction))
+        left, top = (width - w) // 2, (height - h) // 2
+        return img.crop((left, top, left + w, top + h))
+
+    def resize(self, img: Image.Image, short: int | None = None) -> Image.Image:
+        """Resizes the shorter side to ``short`` (default :attr:`resize_size`)."""
+        width, height = img.size
+        short = short or self.resize_size
         # Integer truncation of the long side, exactly as torchvision's Resize.
         if width <= height:
             new_w, new_h = short, int(height * short / width)
         else:
             new_w, new_h = int(width * short / height), short
-        if (new_w, new_h) != (width, height):
-            img = img.resize((new_w, new_h), _INTERPOLATIONS[self.interpolation],
-                             reducing_gap=REDUCING_GAP)
-        left = (new_w - self.input_size) // 2
-        top = (new_h - self.input_size) // 2
-        if (left, top, new_w, new_h) != (0, 0, self.input_size, self.input_size):
-            img = img.crop((left, top, left + self.input_size, top + self.input_size))
-        return img
+        if (new_w, new_h) == (width, height):
+            return img
+        return img.resize((new_w, new_h), _INTERPOLATIONS[self.interpolation],
+                          reducing_gap=REDUCING_GAP)
+
+    def crop_center(self, img: Image.Image) -> Image.Image:
+        """The centre ``input_size`` square."""
+        width, height = img.size
+        left, top = (width - self.input_size) // 2, (height - self.input_size) // 2
+        if (left, top, width, height) == (0, 0, self.input_size, self.input_size):
+            return img
+        return img.crop((left, top, left + self.input_size, top + self.input_size))
+
+    def resize_crop(self, img: Image.Image) -> Image.Image:
+        """Centre cut, resize of the shorter side to :attr:`resize_size`, centre square."""
+        return self.crop_center(self.resize(self.center_cut(img)))
 
     def normalize(self, img: Image.Image | np.ndarray) -> np.ndarray:
         """An RGB image (H, W, 3) uint8 -> float32 (3, H, W), scaled and normalised."""
         arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1)
         return arr * self._scale + self._shift
 
+    def normalize_batch(self, batch: np.ndarray) -> np.ndarray:
+        """A batch of RGB images (N, H, W, 3) uint8 -> float32 (N, 3, H, W)."""
+        out = batch.transpose(0, 3, 1, 2).astype(np.float32)
+        out *= self._scale
+        out += self._shift
+        return out
+
+    def pixels(self, path: str | Path) -> np.ndarray:
+        """Decodes a file into the uint8 (H, W, 3) crop the model sees, before normalising
+        (4x smaller than float32 to pass between processes)."""
+        return np.asarray(self.resize_crop(self.decode(path)))
+
     def __call__(self, img: Image.Image) -> np.ndarray:
         """The evaluation transform: resize, centre crop, normalise."""
         return self.normalize(self.resize_crop(img))
 
-    def load(self, path: str | Path) -> np.ndarray:
-        """Decodes a file and applies the evaluation transform.
+    def decode(self, path: str | Path) -> Image.Image:
+        """Decodes a file; a large JPEG is decoded in draft mode at the smallest scale
+        that still covers what the resize keeps."""
+        need = math.ceil(self.resize_size / self.center_fraction)
+        return load_image(path, min_size=need)
 
-        Large JPEGs are decoded in draft mode at the smallest scale that still covers
-        :attr:`resize_size`, which the resize would throw away anyway.
+    def load(self, path: str | Path) -> np.ndarray:
+        """Decodes a file and applies the evaluation transform."""
+        return self(self.decode(path))
+
+    def resized(self, path: str | Path, cache_dir: str | Path | None = None) -> Image.Image:
+        """The decoded image, centre-cut and resized to :attr:`resize_size` (not cropped).
+
+        Training reads every image once per epoch; for a large file (a photograph of many
+        megapixels) decoding dominates, so with ``cache_dir`` the resized pixels of files
+        over :data:`RESIZED_CACHE_MIN_BYTES` are kept there as ``.npy`` after the first read.
         """
-        return self(load_image(path, min_size=self.resize_size))
+        path = Path(path)
+        file = None
+        if cache_dir is not None:
+            stat = path.stat()
+            if stat.st_size >= RESIZED_CACHE_MIN_BYTES:
+                spec = f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{self.resize_size}|" \
+                       f"{self.center_fraction}|{self.interpolation}"
+                file = Path(cache_dir) / f"{hashlib.sha1(spec.encode()).hexdigest()}.npy"
+                if file.is_file():
+                    return Image.fromarray(np.load(file))
+        img = self.resize(self.center_cut(self.decode(path)))
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.asarray(img))
+            os.replace(tmp, file)
+        return img
+
+
+#: Files at least this large get their resized pixels cached while training.
+RESIZED_CACHE_MIN_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """The evaluation transform of a file, through the resized-pixel cache when given."""
+
+    preprocess: Preprocess
+    cache_dir: str | None = None
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        pre = self.preprocess
+        return pre.normalize(pre.crop_center(pre.resized(path, self.cache_dir)))
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    """Decoding plus an augmentation preset; called with ``(path, key)`` where ``key`` is
+    ``(epoch, index)``, which with ``seed`` fixes every random draw."""
+
+    preprocess: Preprocess
+    preset: str = "sky"
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.preset not in AUGMENT_PRESETS:
+            raise ConfigError(f"augment={self.preset!r}: must be one of "
+                              f"{', '.join(AUGMENT_PRESETS)}")
+
+    def __call__(self, path: str | Path, key: tuple[int, int] = (0, 0)) -> np.ndarray:
+        pre = self.preprocess
+        img = pre.resized(path, self.cache_dir)
+        rng = np.random.default_rng([self.seed, *key])
+        if self.preset == "sky":
+            arr = self._sky(img, rng)
+        elif self.preset == "photo":
+            arr = self._photo(img, rng)
+        else:
+            return pre.normalize(pre.crop_center(img))
+        return pre.normalize(arr)
+
+    def _sky(self, img: Image.Image, rng: np.random.Generator) -> np.ndarray:
+        import torchvision.transforms.v2.functional as F
+
+        pre = self.preprocess
+        # Reflect-pad so that rotating and shifting never pull black corners into view.
+        pad = math.ceil(0.3 * max(img.size))
+        padded = Image.fromarray(np.pad(np.asarray(img), ((pad, pad), (pad, pad), (0, 0)),
+                                        mode="reflect"))
+        shift = rng.uniform(-0.05, 0.05, 2) * pre.input_size
+        padded = F.affine(padded, angle=float(rng.uniform(0, 360)),
+                          translate=[float(shift[0]), float(shift[1])],
+                          scale=float(rng.uniform(0.9, 1.1)), shear=[0.0, 0.0],
+                          interpolation=F.InterpolationMode.BILINEAR)
+        if rng.random() < 0.5:
+            padded = F.horizontal_flip(padded)
+        out = pre.crop_center(padded)
+        out = F.adjust_brightness(out, float(rng.uniform(0.9, 1.1)))
+        out = F.adjust_contrast(out, float(rng.uniform(0.9, 1.1)))
+        arr = np.asarray(out, dtype=np.float32)
+        sigma = rng.uniform(0.0, 4.0)  # in 8-bit levels
+        if sigma > 0.5:
+            arr = arr + rng.normal(0.0, sigma, arr.shape).astype(np.float32)
+        return np.clip(arr, 0, 255)
+
+    def _photo(self, img: Image.Image, rng: np.random.Generator) -> np.ndarray:
+        import torchvision.transforms.v2.functional as F
+
+        pre = self.preprocess
+        width, height = img.size
+        area = width * height * rng.uniform(0.5, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w = min(width, round(math.sqrt(area * ratio)))
+        h = min(height, round(math.sqrt(area / ratio)))
+        top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        out = F.resized_crop(img, top, left, h, w, [pre.input_size, pre.input_size],
+                             interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+        if rng.random() < 0.5:
+            out = F.horizontal_flip(out)
+        out = F.adjust_brightness(out, float(rng.uniform(0.8, 1.2)))
+        out = F.adjust_contrast(out, float(rng.uniform(0.8, 1.2)))
+        out = F.adjust_saturation(out, float(rng.uniform(0.8, 1.2)))
+        return np.asarray(out, dtype=np.float32)
+
+
+def tta_views(images: np.ndarray, preset: str) -> list[np.ndarray]:
+    """Test-time augmentation views of a normalised batch ``(n, 3, h, w)``: the eight
+    rotations and flips of a square for ``sky``, the image and its mirror otherwise."""
+    if preset == "sky":
+        views = [np.rot90(images, k, axes=(2, 3)) for k in range(4)]
+        views += [v[..., ::-1] for v in views]
+    else:
+        views = [images, images[..., ::-1]]
+    return [np.ascontiguousarray(v) for v in views]

@@ -145,14 +145,25 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
     model.load_state_dict(state)
 
 
+def native_input_size(name: str) -> int:
+    """The square input size a timm backbone was pretrained at (224 if unknown)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    size = getattr(cfg, "input_size", None) or (3, 224, 224)
+    return int(size[-1])
+
+
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto",
-                    input_size: int | None = None, num_classes: int = 0) -> Backbone:
+                    input_size: int | None = None, center_fraction: float = 1.0,
+                    num_classes: int = 0) -> Backbone:
     """Builds a timm backbone without classifier, with its weights and preprocessing.
 
     Args:
         name: a timm model name (``skysort.list_backbones()`` lists them).
         weights: ``"auto"``, ``"hub"``, ``"none"`` or a weights file; see the module doc.
         input_size: the square input size; defaults to the backbone's own.
+        center_fraction: keep only this central part of each raw image (preprocessing).
         num_classes: 0 (default) for a feature extractor; the pretrained number of classes
             (1000 for ImageNet) keeps the original classifier, to check the weights.
 
@@ -191,6 +202,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto",
             weights_id = f"file:{file_digest(path)[:16]}"
     model.eval()
     pretrained_cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", {}))
-    preprocess = Preprocess.from_pretrained_cfg(pretrained_cfg, input_size=input_size)
+    preprocess = Preprocess.from_pretrained_cfg(pretrained_cfg, input_size=input_size,
+                                                center_fraction=center_fraction)
     return Backbone(name=name, model=model, preprocess=preprocess, weights_id=weights_id,
                     num_features=int(getattr(model, "num_features", 0)))

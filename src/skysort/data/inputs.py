@@ -1,0 +1,82 @@
+"""The images to label: files, folders, glob patterns, lists of paths and catalogues.
+
+:func:`expand_inputs` yields paths one at a time, never building the whole list, so a
+catalogue of millions of rows costs no more memory than one of ten. An input may be:
+
+* an image file, or a folder (searched recursively, hidden files skipped);
+* a glob pattern (``'survey/**/*.fits'``);
+* a text file (``.txt``, ``.lst``) of one path per line;
+* a CSV catalogue with a path column (``path_column``, default ``path``).
+
+Relative paths inside a list or catalogue are read from the list's own folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from skysort.data.images import is_image_file
+from skysort.data.sources import iter_image_files
+from skysort.errors import DataError
+
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+def expand_inputs(inputs: Iterable[str | Path], path_column: str = "path") -> Iterator[Path]:
+    """Image paths named by ``inputs``, in order; see the module doc for the kinds.
+
+    Raises:
+        DataError: an input is neither an existing path nor a pattern that matches, or a
+            catalogue lacks its path column.
+    """
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            yield from iter_image_files(path)
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            yield from _read_list(path)
+        elif path.is_file() and path.suffix.lower() == ".csv":
+            yield from _read_catalogue(path, path_column)
+        elif path.is_file():
+            yield path
+        elif glob.has_magic(str(item)):
+            found = False
+            for match in sorted(glob.iglob(str(path), recursive=True)):
+                m = Path(match)
+                if m.is_dir():
+                    found = True
+                    yield from iter_image_files(m)
+                elif is_image_file(m):
+                    found = True
+                    yield m
+            if not found:
+                raise DataError(f"{item}: the pattern matches no image files")
+        else:
+            raise DataError(f"{item}: no such file or folder")
+
+
+def _read_list(path: Path) -> Iterator[Path]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            text = line.strip()
+            if text and not text.startswith("#"):
+                yield _resolve(path.parent, text)
+
+
+def _read_catalogue(path: Path, column: str) -> Iterator[Path]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if column not in (reader.fieldnames or []):
+            raise DataError(f"{path}: no path column {column!r} (columns: "
+                            f"{reader.fieldnames}); name it with --path-column")
+        for row in reader:
+            if row[column]:
+                yield _resolve(path.parent, row[column].strip())
+
+
+def _resolve(base: Path, text: str) -> Path:
+    p = Path(text).expanduser()
+    return p if p.is_absolute() else base / p

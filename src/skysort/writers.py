@@ -1,0 +1,223 @@
+"""Prediction files: the layout that fits the model, as CSV or Parquet, resumable.
+
+Layouts (:class:`Layout`):
+
+* a model trained from a table (its id column is known) writes the submission layout:
+  the id column, then one column per output, in the input's order and naming
+  (``GalaxyID,Class1.1,...``; ``name,invasive`` with the probability). A file that
+  cannot be read cannot fill such a row; it goes to ``<output>_errors.csv``;
+* otherwise ``path,prediction,probability,<one column per class>,error``, an unreadable
+  file getting a row with its error.
+
+Sinks write rows as they arrive. ``resume=True`` first reads what an earlier, interrupted
+run wrote (skipping a half-written last line) and reports those inputs as done, so a
+resumed run ends with exactly one row per input. Parquet output is a folder of part
+files, each written whole and renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skysort.data.images import image_suffix
+from skysort.errors import ConfigError
+from skysort.models.model import ModelInfo
+
+FIXED_COLUMNS = ("path", "prediction", "probability", "error")
+#: Decimals written per value: rounding stays far below the 1e-6 to which written vote
+#: fractions still obey their tree.
+DECIMALS = 8
+OUTPUT_FORMATS = ("csv", "parquet")
+
+
+def file_id(path: Path) -> str:
+    """The id a file stands for in a table: its name without the image extension."""
+    suffix = image_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+class Layout:
+    """Columns and rows for one model's predictions."""
+
+    def __init__(self, info: ModelInfo) -> None:
+        self.info = info
+        self.task = info.task
+        self.table = info.id_column is not None
+        if self.table:
+            names = (info.target_columns[:1] if self.task.kind == "binary" and
+                     info.target_columns else self.task.output_names)
+            self.columns = [str(info.id_column), *names]
+        else:
+            names = [f"prob_{c}" if c in FIXED_COLUMNS else c for c in self.task.classes]
+            self.columns = ["path", "prediction", "probability", *names, "error"]
+
+    def key(self, path: Path) -> str:
+        """What identifies an input in the output (its id, or its path)."""
+        return file_id(path) if self.table else str(path)
+
+    def row(self, path: Path, outputs: np.ndarray | None, error: str = "") -> list[Any] | None:
+        """The output row, or None for an unreadable file in the table layout."""
+        if outputs is None or np.isnan(outputs).any():
+            if self.table:
+                return None
+            return [str(path), "", None, *[None] * len(self.task.classes), error]
+        if self.table:
+            return [file_id(path), *(round(float(v), DECIMALS) for v in outputs)]
+        probs = self.task.class_probabilities(outputs[None])[0]
+        top = int(self.task.predicted_class(outputs[None], self.info.threshold)[0])
+        return [str(path), self.task.classes[top], round(float(probs[top]), DECIMALS),
+                *(round(float(v), DECIMALS) for v in probs), ""]
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{DECIMALS}f}"
+    return str(value)
+
+
+class Sink:
+    """Writes rows to CSV or Parquet; the unreadable files of the table layout go to
+    ``<output>_errors.csv``."""
+
+    def __init__(self, output: Path, layout: Layout, fmt: str | None = None,
+                 resume: bool = False, rows_per_part: int = 50_000) -> None:
+        self.fmt = fmt or ("parquet" if output.suffix == ".parquet" else "csv")
+        if self.fmt not in OUTPUT_FORMATS:
+            raise ConfigError(f"output format {self.fmt!r} is not one of "
+                              f"{', '.join(OUTPUT_FORMATS)}")
+        self.output, self.layout = output, layout
+        self.errors_path = output.with_name(f"{output.stem}_errors.csv")
+        self.rows_per_part = rows_per_part
+        self.done: set[str] = set()
+        self.n_rows = self.n_errors = 0
+        self._buffer: list[list[Any]] = []
+        self._part = 0
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._read_done()
+        elif self.fmt == "csv":
+            output.unlink(missing_ok=True)
+            self.errors_path.unlink(missing_ok=True)
+        if self.fmt == "csv":
+            fresh = not output.is_file() or output.stat().st_size == 0
+            self._fh = open(output, "a", newline="", encoding="utf-8")  # noqa: SIM115
+            self._csv = csv.writer(self._fh)
+            if fresh:
+                self._csv.writerow(layout.columns)
+        else:
+            output.mkdir(exist_ok=True)
+            if not resume:
+                for old in output.glob("part-*.parquet"):
+                    old.unlink()
+                self.errors_path.unlink(missing_ok=True)
+            self._part = len(list(output.glob("part-*.parquet")))
+        self._errors_fh: Any = None
+
+    # -- resuming --------------------------------------------------------------------------
+
+    def _read_done(self) -> None:
+        if self.fmt == "csv" and self.output.is_file():
+            _truncate_partial_line(self.output)
+            with open(self.output, newline="", encoding="utf-8") as fh:
+                reader = csv.reader(fh)
+                next(reader, None)
+                self.done.update(row[0] for row in reader if row)
+        elif self.fmt == "parquet" and self.output.is_dir():
+            import pyarrow.parquet as pq
+
+            for part in sorted(self.output.glob("part-*.parquet")):
+                column = pq.read_table(part, columns=[self.layout.columns[0]]).column(0)
+                self.done.update(str(v) for v in column.to_pylist())
+        if self.errors_path.is_file():
+            _truncate_partial_line(self.errors_path)
+            with open(self.errors_path, newline="", encoding="utf-8") as fh:
+                reader = csv.reader(fh)
+                next(reader, None)
+                self.done.update(self.layout.key(Path(row[0])) for row in reader if row)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, path: Path, outputs: np.ndarray | None, error: str = "") -> None:
+        row = self.layout.row(path, outputs, error)
+        if error or outputs is None:
+            self.n_errors += 1
+        if row is None:
+            self._write_error(path, error)
+            return
+        self.n_rows += 1
+        if self.fmt == "csv":
+            self._csv.writerow([_csv_value(v) for v in row])
+        else:
+            self._buffer.append(row)
+            if len(self._buffer) >= self.rows_per_part:
+                self._flush_part()
+
+    def flush(self) -> None:
+        """Makes the rows written so far durable (called after every batch)."""
+        if self.fmt == "csv":
+            self._fh.flush()
+        if self._errors_fh is not None:
+            self._errors_fh.flush()
+
+    def _write_error(self, path: Path, error: str) -> None:
+        if self._errors_fh is None:
+            fresh = not self.errors_path.is_file()
+            self._errors_fh = open(self.errors_path, "a", newline="",  # noqa: SIM115
+                                   encoding="utf-8")
+            if fresh:
+                csv.writer(self._errors_fh).writerow(["path", "error"])
+        csv.writer(self._errors_fh).writerow([str(path), error])
+
+    def _flush_part(self) -> None:
+        if not self._buffer:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = list(zip(*self._buffer, strict=True))
+        table = pa.table({name: list(values) for name, values in
+                          zip(self.layout.columns, columns, strict=True)})
+        final = self.output / f"part-{self._part:05d}.parquet"
+        tmp = final.with_name(f".{final.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+        self._part += 1
+        self._buffer = []
+
+    def close(self) -> None:
+        if self.fmt == "csv":
+            self._fh.close()
+        else:
+            self._flush_part()
+        if self._errors_fh is not None:
+            self._errors_fh.close()
+
+
+def _truncate_partial_line(path: Path) -> None:
+    """Cuts a file back to its last complete line (what a kill mid-write leaves)."""
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            fh.truncate(end)
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a prediction file or Parquet folder, as dicts (for tests and scripts)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows: list[dict[str, Any]] = []
+        for part in sorted(path.glob("part-*.parquet")):
+            rows += pq.read_table(part).to_pylist()
+        return rows
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
