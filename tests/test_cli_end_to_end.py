@@ -187,3 +187,5 @@ def test_user_errors_exit_1_with_a_message(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "unknown key" in proc.stderr
     proc = skysort("predict", cwd=tmp_path, check=False)
     assert proc.returncode == 2
+    proc = skysort("train", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "needs DATA (or --resume RUN)" in proc.stderr

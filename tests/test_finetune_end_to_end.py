@@ -64,10 +64,17 @@ def test_fine_tuning_writes_checkpoints_logs_and_curves(uninterrupted: Path) -> 
     assert metrics["model"]["balanced_accuracy"] > 0.6  # three bright, distinct classes
 
 
+def _default_sigint() -> None:
+    # A shell that starts jobs in the background (as CI may) makes them ignore SIGINT, and
+    # the child would inherit that; a terminal's Ctrl-C reaches a process with the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(galaxies: Path, name: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "skysort", "train", str(galaxies), "--name",
                              name, *SETTINGS], cwd=galaxies.parent, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
 
 
 def _wait_for_epoch(run: Path, epoch: int, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -22,8 +22,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = train(resume=args.resume)
         print(f"\nresults in {result.run_dir}/")
         return 0
-    if not args.data:
-        raise SystemExit("skysort train: error: DATA is required (or --resume RUN)")
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = parse_overrides(args.overrides)
     for key in ("backbone", "weights", "seed", "epochs", "name", "project", "finetune", "augment",
@@ -246,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "train" and not (args.data or args.resume):
+        parser.error("skysort train needs DATA (or --resume RUN)")
     try:
         return int(args.func(args))
     except SkySortError as exc:
