@@ -34,8 +34,9 @@ class RayPredictor:
         from skysort.predict import Predictor
         from skysort.writers import Layout
 
-        # Each actor decodes in its own process; Ray runs many actors side by side.
-        self.predictor = Predictor(run, engine=engine, workers=0)
+        # Each actor decodes and runs the model in its own process, on the one CPU Ray
+        # gives it; Ray runs many actors side by side.
+        self.predictor = Predictor(run, engine=engine, workers=0, threads=1)
         self.layout = Layout(self.predictor.info)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:

@@ -113,9 +113,9 @@ def evaluate(run: str | Path, data: str | Path | DataSpec | None = None, *,
     Returns:
         The metrics, with baselines and any warnings.
     """
+    from skysort.device import resolve_device
     from skysort.inference import model_outputs
     from skysort.models.model import load_model
-    from skysort.train import resolve_device
 
     run_dir = Path(run)
     model, info = load_model(run_dir)

@@ -25,15 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 
 #: A model "collapsed" when one class gets at least this share of its predictions...
 COLLAPSE_SHARE = 0.9
@@ -43,12 +34,19 @@ COLLAPSE_EXCESS = 0.05
 MIN_MARGIN = 0.05
 
 
+def _sk() -> Any:
+    """scikit-learn's metrics, imported when first needed (a second off every start)."""
+    import sklearn.metrics
+
+    return sklearn.metrics
+
+
 def _scores(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, float]:
     labels = list(range(k))
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy": float(_sk().accuracy_score(y_true, y_pred)),
         "balanced_accuracy": _balanced_accuracy(y_true, y_pred),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=[c for c in labels
+        "macro_f1": float(_sk().f1_score(y_true, y_pred, labels=[c for c in labels
                                                              if (y_true == c).any()],
                                    average="macro", zero_division=0)),
     }
@@ -61,7 +59,7 @@ def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(balanced_accuracy_score(y_true, y_pred))
+        return float(_sk().balanced_accuracy_score(y_true, y_pred))
 
 
 def classification_metrics(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
@@ -91,7 +89,7 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, probs: np.ndarray
     majority = int(np.argmax(counts))
     model = _scores(y_true, y_pred, k)
     baseline = _scores(y_true, np.full(n, majority), k)
-    precision, recall, f1, support = precision_recall_fscore_support(
+    precision, recall, f1, support = _sk().precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(k)), zero_division=0)
     pred_share = np.bincount(y_pred, minlength=k) / max(n, 1)
     true_share = np.bincount(y_true, minlength=k) / max(n, 1)
@@ -107,7 +105,7 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, probs: np.ndarray
                    "predicted_share": float(pred_share[c]), "true_share": float(true_share[c])}
             for c, name in enumerate(classes)
         },
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
+        "confusion_matrix": _sk().confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
     }
     metrics["warnings"] = collapse_warnings(metrics)
     return metrics
@@ -196,8 +194,8 @@ def binary_metrics(y_true: Sequence[int] | np.ndarray, p_positive: np.ndarray,
     metrics["threshold"] = threshold
     both = len(np.unique(y_true)) == 2
     prevalence = float(y_true.mean()) if len(y_true) else 0.0
-    metrics["model"] = {"roc_auc": float(roc_auc_score(y_true, p)) if both else None,
-                        "pr_auc": float(average_precision_score(y_true, p)) if both else None,
+    metrics["model"] = {"roc_auc": float(_sk().roc_auc_score(y_true, p)) if both else None,
+                        "pr_auc": float(_sk().average_precision_score(y_true, p)) if both else None,
                         **metrics["model"]}
     metrics["baseline"] = {"roc_auc": 0.5, "pr_auc": prevalence, **metrics["baseline"]}
     if not both:
@@ -215,15 +213,16 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[s
     aucs = []
     for j, name in enumerate(labels):
         both = len(np.unique(y_true[:, j])) == 2
-        auc = float(roc_auc_score(y_true[:, j], probs[:, j])) if both else None
+        auc = float(_sk().roc_auc_score(y_true[:, j], probs[:, j])) if both else None
         if auc is not None:
             aucs.append(auc)
         per_label[name] = {
             "roc_auc": auc,
-            "pr_auc": float(average_precision_score(y_true[:, j], probs[:, j])) if both else None,
+            "pr_auc": (float(_sk().average_precision_score(y_true[:, j], probs[:, j]))
+                       if both else None),
             "positives": int(y_true[:, j].sum()),
             "prevalence": float(y_true[:, j].mean()) if len(y_true) else 0.0,
-            "f1": float(f1_score(y_true[:, j], probs[:, j] >= threshold, zero_division=0)),
+            "f1": float(_sk().f1_score(y_true[:, j], probs[:, j] >= threshold, zero_division=0)),
         }
     macro = float(np.mean(aucs)) if aucs else None
     warnings = []

@@ -16,33 +16,35 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from skysort.data.inputs import expand_inputs
+from skysort.device import resolve_device
 from skysort.errors import ConfigError, DataError
-from skysort.inference import Runner, iter_outputs, published_runner
-from skysort.models.model import SkyModel, load_model
+from skysort.inference import OnnxWorkerModel, Runner, iter_outputs, published_runner
+from skysort.models.model import SkyModel, load_model, read_model_info
 from skysort.tasks import Task
-from skysort.train import resolve_device
 from skysort.writers import Layout, Sink
 
 ENGINES = ("auto", "onnx", "torch")
 
 
-def make_runner(run: Path, model: SkyModel, engine: str, device: str) -> tuple[str, Runner]:
-    """(engine name, runner): ONNX Runtime for ``onnx`` (``auto`` on a CPU), else torch."""
+def make_runner(predictor: Predictor, engine: str, device: str
+                ) -> tuple[str, Runner | OnnxWorkerModel]:
+    """(engine name, runner): the exported model under ONNX Runtime for ``onnx`` (``auto``
+    on a CPU), run inside the decoding processes; else the model in torch."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
     torch_device = resolve_device(device)
     if engine == "onnx" or (engine == "auto" and torch_device.type == "cpu"):
         from skysort.export import onnx_for_run
-        from skysort.models.onnx import OnnxModule
 
-        return "onnx", OnnxModule(onnx_for_run(run))
-    return "torch", published_runner(model, torch_device)
+        return "onnx", OnnxWorkerModel(str(onnx_for_run(predictor.run)))
+    return "torch", published_runner(predictor.model, torch_device)
 
 
 class Predictor:
@@ -55,14 +57,31 @@ class Predictor:
     """
 
     def __init__(self, run: str | Path, *, engine: str = "auto", device: str = "auto",
-                 batch_size: int = 32, workers: int | None = None, tta: bool = False) -> None:
+                 batch_size: int = 32, workers: int | None = None, tta: bool = False,
+                 threads: int | None = None) -> None:
+        """Args:
+            run: the run directory.
+            engine: ``auto`` (ONNX Runtime on a CPU, torch on a GPU), ``onnx`` or ``torch``.
+            workers: processes that decode (and, under ONNX Runtime, also run the model);
+                default one per core; 0 does everything in this process.
+            tta: average over the test-time views of the run's augmentation preset.
+            threads: ONNX Runtime threads when the model runs in this process
+                (``workers=0``); default every core.
+        """
         self.run = Path(run)
-        self.model, self.info = load_model(self.run)
+        self.info = read_model_info(self.run)
         self.task = self.info.task
-        self.engine, self.runner = make_runner(self.run, self.model, engine, device)
+        self.engine, self.runner = make_runner(self, engine, device)
         self.batch_size = batch_size
         self.workers = workers
+        self.threads = threads
         self.tta = str(self.info.extra.get("augment", "sky")) if tta else None
+
+    @cached_property
+    def model(self) -> SkyModel:
+        """The model in torch, loaded when first needed (ONNX Runtime needs only the
+        exported file)."""
+        return load_model(self.run)[0]
 
     @classmethod
     def load(cls, run: str | Path, **kwargs: object) -> Predictor:
@@ -82,7 +101,7 @@ class Predictor:
         """``(paths, outputs, errors)`` per batch; see :func:`skysort.inference.iter_outputs`."""
         return iter_outputs(self.runner, self.info.preprocess, paths,
                             num_outputs=self.task.num_outputs, batch_size=self.batch_size,
-                            workers=self.workers, tta=self.tta)
+                            workers=self.workers, tta=self.tta, threads=self.threads)
 
     def predict_outputs(self, paths: Sequence[str | Path]) -> np.ndarray:
         """The task's published outputs (for binary: P(positive)); NaN rows if unreadable."""

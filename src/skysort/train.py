@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -53,6 +52,7 @@ from skysort.data.sources import LabeledImages
 from skysort.data.split import read_split_csv, split_by_hash, write_split_csv
 from skysort.data.tables import summarize_issues, write_label_issues
 from skysort.data.transforms import EvalTransform, Preprocess, TrainTransform
+from skysort.device import resolve_device, resolve_precision
 from skysort.embeddings import cached_embeddings, default_cache_dir, embedding_key
 from skysort.errors import DataError, RunError
 from skysort.inference import model_outputs
@@ -82,31 +82,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for training: bfloat16 where the hardware runs it natively."""
-    if name == "fp32":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    native = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() in (
-        "AVX512_BF16", "AMX") or _cpu_has_bf16()
-    return torch.bfloat16 if name == "bf16" or native else None
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return any("avx512_bf16" in line or "amx_bf16" in line for line in fh)
-    except OSError:
-        return False
 
 
 def make_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:
@@ -438,6 +413,8 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
     optimizer = finetune_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.finetune_warmup_epochs * steps, cfg.finetune_epochs * steps))
+    from timm.utils import ModelEmaV3  # with timm's model zoo: imported only to fine-tune
+
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     progress = Progress("finetune", history=list(head_history))
     last = run_dir / "weights" / "last.safetensors"

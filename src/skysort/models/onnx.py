@@ -59,12 +59,24 @@ def cpu_threads() -> int:
         (os.cpu_count() or 1)
 
 
+#: Images per ONNX Runtime call on a CPU. Small batches stay in the processor's caches:
+#: for tf_efficientnet_lite0 at 224 px on 2 cores, 8 per call ran at 240 images/s and 32
+#: per call at 190-200, and the session's memory grew with the batch (166 MB at 8, 530 MB
+#: at 32).
+CPU_BATCH = 8
+
+
 def create_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session with full graph optimisation."""
+    """An ONNX Runtime CPU session with full graph optimisation.
+
+    Memory-pattern planning is off: it plans per input shape and, with a dynamic batch,
+    only adds memory (870 MB against 530 MB for a batch of 32) and time.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_mem_pattern = False
     options.intra_op_num_threads = threads or cpu_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
@@ -72,18 +84,25 @@ def create_session(path: str | Path, threads: int | None = None) -> Any:
 
 
 class OnnxModule:
-    """Calls an ONNX Runtime session like a module: float32 NCHW array in, array out."""
+    """Calls an ONNX Runtime session like a module: float32 NCHW array in, array out,
+    ``batch`` images per session call (:data:`CPU_BATCH`; None for all at once)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None,
+                 batch: int | None = CPU_BATCH) -> None:
         self.path = Path(path)
         self.session = create_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
+        self.batch = batch
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(images, torch.Tensor):
             images = images.numpy()
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(images,
-                                                                             np.float32)})[0]
+        images = np.ascontiguousarray(images, np.float32)
+        step = self.batch or len(images)
+        if len(images) <= step:
+            return self.session.run(None, {self.input_name: images})[0]
+        return np.concatenate([self.session.run(None, {self.input_name: images[i:i + step]})[0]
+                               for i in range(0, len(images), step)])
 
 
 def cached_backbone_session(backbone: nn.Module, input_size: int, key: str,
