@@ -77,14 +77,16 @@ def _start(galaxies: Path, name: str) -> subprocess.Popen:
                             preexec_fn=_default_sigint)
 
 
-def _wait_for_epoch(run: Path, epoch: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+def _wait_for_epoch(run: Path, epoch: int, proc: subprocess.Popen, timeout: float = 300
+                    ) -> float:
+    """Waits for the checkpoint of ``epoch``; returns when it was seen."""
     last = run / "weights" / "last.safetensors"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if last.is_file():
             try:
                 if read_state(last).get("epoch", 0) >= epoch:
-                    return
+                    return time.perf_counter()
             except Exception:  # a rename in progress; look again
                 pass
         if proc.poll() is not None:
@@ -114,8 +116,9 @@ def test_kill_9_in_the_middle_of_an_epoch_then_resume(galaxies: Path,
                                                      uninterrupted: Path) -> None:
     run = galaxies.parent / "runs" / "killed"
     proc = _start(galaxies, "killed")
-    _wait_for_epoch(run, 2, proc)
-    time.sleep(1.0)  # well inside epoch 3
+    first = _wait_for_epoch(run, 1, proc)
+    second = _wait_for_epoch(run, 2, proc)
+    time.sleep((second - first) / 2)  # halfway through epoch 3, however fast epochs are
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert read_state(run / "weights" / "last.safetensors")["epoch"] == 2

@@ -20,7 +20,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         result = train(resume=args.resume)
-        print(f"\nresults in {result.run_dir}/")
+        if result.main:
+            print(f"\nresults in {result.run_dir}/")
         return 0
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = parse_overrides(args.overrides)
@@ -33,6 +34,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.split:
         overrides["split"] = args.split
     result = train(args.data, config.updated(overrides))
+    if not result.main:  # another process of a distributed run reports
+        return 0
     print(f"\nresults in {result.run_dir}/ (model, metrics.json, history.csv, split.csv)")
     print(f"next: skysort evaluate {result.run_dir}   |   "
           f"skysort predict {result.run_dir} IMAGES...")
@@ -209,8 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="classes printed for one image")
     p.add_argument("--tta", action="store_true",
                    help="average over rotations and flips (test-time augmentation)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per batch handed to a worker (default 32)")
+    p.add_argument("--workers", type=int,
+                   help="worker processes that decode (and, with ONNX Runtime, run the model); "
+                        "default one per core, 0 for none")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_predict)
 

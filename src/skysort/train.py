@@ -59,6 +59,7 @@ from skysort.inference import model_outputs
 from skysort.metrics import format_metrics, headline, task_metrics, write_metrics
 from skysort.models.backbones import create_backbone, native_input_size
 from skysort.models.model import ModelInfo, SkyModel, save_model
+from skysort.parallel import Distributed
 from skysort.report import plot_confusion, plot_history
 from skysort.tasks import Task, make_task
 
@@ -76,6 +77,9 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     bad_files: dict[str, str] = field(default_factory=dict)
+    #: False in every process of a distributed run but the first, which alone saves the
+    #: model and evaluates it (``metrics`` is empty in the others).
+    main: bool = True
 
 
 def seed_everything(seed: int) -> None:
@@ -365,18 +369,20 @@ def finetune_optimizer(model: SkyModel, cfg: TrainConfig) -> torch.optim.Optimiz
 def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: LabeledImages,
                    part: Mapping[str, np.ndarray], cfg: TrainConfig, device: torch.device,
                    run_dir: Path, log: Any, resume: bool,
-                   head_history: list[dict[str, Any]]) -> Progress:
+                   head_history: list[dict[str, Any]], ddp: Distributed) -> Progress:
     """Stage 2: head and unfrozen blocks on augmented images, checkpointed every epoch.
-    The returned history holds both stages."""
+    The returned history holds both stages. In a distributed run each process trains on
+    its share of every epoch and gradients are averaged (:mod:`skysort.parallel`)."""
     seed_everything(cfg.seed + 1)  # a resumed run restores the generators' saved state
     targets = data.targets
     train_paths = [data.paths[i] for i in part["train"]]
     train_targets = targets[part["train"]]
     weights = task.sample_weights(train_targets) if cfg.balance == "sampler" else None
-    sampler = EpochSampler(len(train_paths), cfg.seed, weights)
+    sampler = EpochSampler(len(train_paths), cfg.seed, weights, rank=ddp.rank,
+                           world_size=ddp.world_size)
     resized_cache = str(Path(cfg.cache_dir or default_cache_dir()) / "resized")
     augment = TrainTransform(preprocess, cfg.augment, cfg.seed, resized_cache)
-    whole_batches = len(train_paths) >= 2 * cfg.finetune_batch_size
+    whole_batches = len(sampler) >= 2 * cfg.finetune_batch_size
     loader = image_loader(train_paths, augment, batch_size=cfg.finetune_batch_size,
                           workers=cfg.workers, sampler=sampler, drop_last=whole_batches,
                           generator=torch.Generator().manual_seed(cfg.seed))
@@ -408,8 +414,8 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
                         logits[index.to(device)] = net(x).float()
             return float(loss_fn(logits, y_val)), model.output(logits).cpu().numpy()
 
-    steps = (len(train_paths) // cfg.finetune_batch_size if whole_batches
-             else math.ceil(len(train_paths) / cfg.finetune_batch_size))
+    steps = (len(sampler) // cfg.finetune_batch_size if whole_batches
+             else math.ceil(len(sampler) / cfg.finetune_batch_size))
     optimizer = finetune_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.finetune_warmup_epochs * steps, cfg.finetune_epochs * steps))
@@ -423,10 +429,13 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
             last, model, optimizer, scheduler,
             extra={"ema": ema.module} if ema is not None else None))
         print(f"resuming fine-tuning after epoch {progress.epoch} from {last}", file=sys.stderr)
-    progress = fit(model, model, batches, steps, validate, loss_fn, optimizer, scheduler, task,
-                   targets[part["val"]], progress, epochs=cfg.finetune_epochs,
-                   patience=cfg.finetune_patience, monitor="loss", threshold=cfg.threshold,
-                   autocast=autocast, run_dir=run_dir, log=log, ema=ema)
+    # Every process validates the whole split and so keeps the same best weights; only
+    # the first writes checkpoints.
+    progress = fit(model, ddp.wrap(model), batches, steps, validate, loss_fn, optimizer,
+                   scheduler, task, targets[part["val"]], progress,
+                   epochs=cfg.finetune_epochs, patience=cfg.finetune_patience, monitor="loss",
+                   threshold=cfg.threshold, autocast=autocast,
+                   run_dir=run_dir if ddp.main else None, log=log, ema=ema)
     return progress
 
 
@@ -459,8 +468,19 @@ def train(data: str | Path | LabeledImages | None = None, config: TrainConfig | 
             (config or TrainConfig())
         if data is not None and not isinstance(data, LabeledImages):
             cfg.data = str(data)
-    seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    ddp = Distributed.from_env(device)  # launched by torchrun: one of several processes
+    try:
+        with ddp.quiet_unless_main():
+            return _train(data, cfg, None if resume is None else Path(resume),
+                          ddp.device(device), ddp)
+    finally:
+        ddp.close()
+
+
+def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Path | None,
+           device: torch.device, ddp: Distributed) -> TrainResult:
+    seed_everything(cfg.seed)
 
     # -- data ---------------------------------------------------------------------------
     dataset = choose_task_kind(data, cfg.task) if isinstance(data, LabeledImages) else \
@@ -468,12 +488,18 @@ def train(data: str | Path | LabeledImages | None = None, config: TrainConfig | 
     cfg.data_root = str(dataset.root)
     splits = split_by_hash(dataset, cfg.split, cfg.seed)
     if resume is None:
-        run_dir = make_run_dir(cfg.project, cfg.name, cfg.exist_ok)
-        write_split_csv(run_dir / "split.csv", dataset, splits)
-    elif [r["split"] for r in read_split_csv(run_dir / "split.csv")] != splits:
-        raise RunError(f"{run_dir}: the data no longer splits as split.csv says; it changed "
-                       "since the run started, so it cannot be resumed")
-    write_label_issues(run_dir / "label_issues.csv", dataset.issues)
+        # Process 0 names the run directory (train, train2, ...); the others use its.
+        run_dir = Path(ddp.broadcast(str(make_run_dir(cfg.project, cfg.name, cfg.exist_ok))
+                                     if ddp.main else ""))
+        if ddp.main:
+            write_split_csv(run_dir / "split.csv", dataset, splits)
+    else:
+        run_dir = resume
+        if [r["split"] for r in read_split_csv(run_dir / "split.csv")] != splits:
+            raise RunError(f"{run_dir}: the data no longer splits as split.csv says; it "
+                           "changed since the run started, so it cannot be resumed")
+    if ddp.main:
+        write_label_issues(run_dir / "label_issues.csv", dataset.issues)
     if dataset.issues:
         print(f"left out while reading labels: {summarize_issues(dataset.issues)}; "
               f"see {run_dir / 'label_issues.csv'}")
@@ -481,13 +507,16 @@ def train(data: str | Path | LabeledImages | None = None, config: TrainConfig | 
 
     # -- backbone and embeddings ----------------------------------------------------------
     cfg.input_size = choose_input_size(cfg, dataset, native_input_size(cfg.backbone), mode)
-    cfg.save(run_dir / "config.yaml")
+    if ddp.main:
+        cfg.save(run_dir / "config.yaml")
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.input_size, cfg.center_fraction)
     key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
-    features, bad = cached_embeddings(backbone.model, backbone.preprocess, key, dataset.paths,
-                                      cache_dir=cfg.cache_dir, workers=cfg.workers,
-                                      device=device)
-    write_bad_files(run_dir / "bad_files.csv", dataset, bad)
+    with ddp.main_first():  # the others then read the embeddings from the cache
+        features, bad = cached_embeddings(backbone.model, backbone.preprocess, key,
+                                          dataset.paths, cache_dir=cfg.cache_dir,
+                                          workers=cfg.workers, device=device)
+    if ddp.main:
+        write_bad_files(run_dir / "bad_files.csv", dataset, bad)
     if bad:
         print(f"skipped {len(bad)} unreadable file(s); see {run_dir / 'bad_files.csv'}")
     part = split_indices(dataset, splits, bad)
@@ -498,6 +527,9 @@ def train(data: str | Path | LabeledImages | None = None, config: TrainConfig | 
     plan = "head only" if mode == "head" else \
         f"head, then fine-tuning ({'all layers' if mode == 'full' else f'last {stages} stages'}, " \
         f"{cfg.input_size} px, augment={cfg.augment})"
+    if ddp.enabled and mode != "head":
+        plan += f"; distributed over {ddp.describe()}, " \
+                f"{len(part['train']) // ddp.world_size} training images each per epoch"
     print(f"task: {task.kind} ({len(task.classes)} "
           f"{'classes' if task.kind in SINGLE_LABEL else 'outputs'}); images: train "
           f"{len(part['train'])}, val {len(part['val'])}, test {len(part['test'])}; {plan}")
@@ -507,7 +539,7 @@ def train(data: str | Path | LabeledImages | None = None, config: TrainConfig | 
     # draws random numbers) must not change the head's initial weights or its dropout.
     seed_everything(cfg.seed)
     model = SkyModel(backbone.model, backbone.num_features, task, dropout=cfg.dropout)
-    writer = _tensorboard(run_dir)
+    writer = _tensorboard(run_dir) if ddp.main else None
     log = _log_row(writer)
     last = run_dir / "weights" / "last.safetensors"
     resumable = resume is not None and last.is_file() and read_state(last).get("stage") == \
@@ -520,7 +552,7 @@ def train(data: str | Path | LabeledImages | None = None, config: TrainConfig | 
         unfreeze(model, mode, stages)
         try:
             history = finetune_stage(model, backbone.preprocess, task, dataset, part, cfg, device,
-                                     run_dir, log, resumable, history).history
+                                     run_dir, log, resumable, history, ddp).history
         except KeyboardInterrupt:
             interrupted = True
             print(f"\ninterrupted: the last finished epoch is saved in {last}; continue with "
@@ -529,6 +561,10 @@ def train(data: str | Path | LabeledImages | None = None, config: TrainConfig | 
             if best.is_file():
                 history = read_state(last)["history"] if last.is_file() else history
                 load_checkpoint(best, model, restore_rng=False)
+    if not ddp.main:  # the first process saves and evaluates the model
+        if interrupted:
+            raise KeyboardInterrupt
+        return TrainResult(run_dir=run_dir, metrics={}, history=history, main=False)
     _write_history(run_dir / "history.csv", history)
     plot_history(history, run_dir / "training_curves.png")
     if writer is not None:

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from skysort.errors import ImageError
+from skysort.parallel import shard
 
 
 class ImageFiles(Dataset):
@@ -48,20 +49,25 @@ class ImageFiles(Dataset):
 class EpochSampler(Sampler):
     """``(index, epoch)`` pairs in an order fixed by ``(seed, epoch)``: a permutation, or
     draws with replacement by ``weights`` (balanced sampling). Set :attr:`epoch` before
-    each epoch; resuming at epoch k replays exactly the order of an uninterrupted run."""
+    each epoch; resuming at epoch k replays exactly the order of an uninterrupted run.
+    In a distributed run each process takes its equal share of that order
+    (:func:`skysort.parallel.shard`)."""
 
-    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None) -> None:
+    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None, *,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
+        self.rank, self.world_size = rank, world_size
         self.weights = None if weights is None else np.asarray(weights, float) / np.sum(weights)
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = (rng.permutation(self.n) if self.weights is None
                  else rng.choice(self.n, size=self.n, replace=True, p=self.weights))
-        return iter([(int(i), self.epoch) for i in order])
+        return iter([(int(i), self.epoch) for i in shard(order.tolist(), self.rank,
+                                                         self.world_size)])
 
 
 def collate_images(items: list[tuple[int, np.ndarray | None, str]]
