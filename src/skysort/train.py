@@ -229,7 +229,7 @@ def fit(model: nn.Module, trainable: nn.Module, batches: Callable[[int], Iterabl
                 ema.update(model, step=epoch * steps + step)
             total += loss.item() * len(inputs)
             seen += len(inputs)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+            bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
         bar.close()
         kept = ema.module if ema is not None else model
         val_loss, outputs = validate(kept)
