@@ -46,8 +46,7 @@ import skysort
 from bench_train_predict import machine, versions
 from skysort.device import resolve_precision
 from skysort.export import onnx_for_run
-from skysort.inference import Published
-from skysort.models.model import load_model
+from skysort.models.model import Published, load_model
 from skysort.models.onnx import CPU_BATCH, OnnxModule
 from skysort.synth import make_class_folders
 

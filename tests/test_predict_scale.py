@@ -15,9 +15,10 @@ import pytest
 
 import skysort
 from skysort.data.transforms import Preprocess
-from skysort.export import export_run, read_onnx_info
-from skysort.inference import BatchDecoder, published_runner
-from skysort.models.model import load_model
+from skysort.device import gpu_present
+from skysort.export import export_run, onnx_for_run, read_onnx_info
+from skysort.inference import BatchDecoder
+from skysort.models.model import load_model, published_runner
 from skysort.models.onnx import OnnxModule
 from skysort.synth import make_vote_fraction_set
 from skysort.writers import read_predictions
@@ -198,3 +199,20 @@ def test_torch_and_onnx_engines_agree(colour_run: tuple[Path, Path]) -> None:
     by_onnx = skysort.Predictor(run, engine="onnx").predict_proba(files)
     by_torch = skysort.Predictor(run, engine="torch").predict_proba(files)
     assert np.abs(by_onnx - by_torch).max() <= 1e-4
+
+
+def test_predicting_on_a_cpu_imports_neither_torch_nor_timm(colour_run: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    """The ONNX Runtime path starts in a fraction of a second: torch alone takes more."""
+    if gpu_present():
+        pytest.skip("with a GPU, engine=auto asks torch whether it can use it")
+    run, data = colour_run
+    onnx_for_run(run)  # exported once, as the first prediction does
+    script = ("import sys, skysort; skysort.predict(sys.argv[1], [sys.argv[2]], sys.argv[3], "
+              "quiet=True); print(sorted(m for m in ('torch', 'timm', 'sklearn') "
+              "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", script, str(run), str(data),
+                           str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert len(read_csv(tmp_path / "p.csv")) == len(list(data.rglob("*.png")))

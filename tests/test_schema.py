@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from skysort.errors import ConfigError
-from skysort.schema import TreeOutput, TreeSchema, galaxy_zoo_schema, load_schema
+from skysort.models.tree import TreeOutput
+from skysort.schema import TreeSchema, galaxy_zoo_schema, load_schema
 from skysort.synth import SMALL_TREE
 
 

@@ -16,7 +16,7 @@ from skysort.errors import SkySortError
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from skysort.config import TrainConfig, parse_overrides
-    from skysort.train import train
+    from skysort.training import train
 
     if args.resume:
         result = train(resume=args.resume)
@@ -44,7 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from skysort.data.dataset import DataSpec
-    from skysort.evaluate import evaluate
+    from skysort.evaluation import evaluate
     from skysort.metrics import format_metrics
 
     data = None
@@ -64,7 +64,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from skysort.predict import predict
+    from skysort.prediction import predict
 
     if args.engine == "ray":
         from skysort.distributed import predict_on_ray

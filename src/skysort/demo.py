@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from skysort.data.split import read_split_csv
-from skysort.evaluate import evaluate
-from skysort.predict import predict
+from skysort.evaluation import evaluate
+from skysort.prediction import predict
 from skysort.synth import make_class_folders, make_vote_fraction_set
-from skysort.train import train
+from skysort.training import train
 
 DEMO_CLASSES = ("elliptical", "spiral", "edge_on", "merger")
 

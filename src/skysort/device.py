@@ -1,18 +1,60 @@
-"""Where models run: the device, and whether bfloat16 autocast pays off on it."""
+"""Where models run: cores, worker processes, the device, and bfloat16 autocast.
+
+torch is imported only by the functions that need it, so that prediction with ONNX
+Runtime on a machine without a GPU never pays for importing it.
+"""
 
 from __future__ import annotations
 
-import torch
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+def cpu_count() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core, at most 8, none on a one-core machine."""
+    cores = cpu_count()
+    return min(8, cores) if cores > 1 else 0
+
+
+def gpu_present() -> bool:
+    """Whether the machine may have a GPU torch can use (an NVIDIA or ROCm driver's
+    device files): a quick check that needs no torch."""
+    return any(Path(p).exists() for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd",
+                                          "/proc/driver/nvidia/version"))
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: a CUDA (or ROCm) GPU when torch sees one, else the CPU."""
+    import torch
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if gpu_present() and torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def auto_is_cpu(name: str) -> bool:
+    """Whether device ``name`` is (or ``auto`` resolves to) the CPU, importing torch only
+    when a GPU may be present."""
+    if name == "cpu" or (name == "auto" and not gpu_present()):
+        return True
+    return resolve_device(name).type == "cpu"
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for training: bfloat16 where the hardware runs it natively."""
+    import torch
+
     if name == "fp32":
         return None
     if device.type == "cuda":

@@ -3,7 +3,7 @@
 ``predict_on_ray(RUN, inputs, OUT)`` lists the inputs, makes a Ray Dataset of their paths,
 and maps it through a pool of actors, each holding one copy of the model (ONNX Runtime
 on a CPU node, torch on a GPU node), with the same decoding, preprocessing and output
-rows as :func:`skysort.predict.predict`. Results are written as shards into the folder
+rows as :func:`skysort.prediction.predict`. Results are written as shards into the folder
 ``OUT`` (``*.csv`` or ``*.parquet``); unreadable files go to ``OUT_errors`` with the
 reason. ``address=None`` starts a local Ray instance; ``address="auto"`` or
 ``"ray://head:10001"`` joins an existing cluster, whose nodes need skysort installed and
@@ -22,7 +22,7 @@ import numpy as np
 
 from skysort.data.inputs import expand_inputs
 from skysort.errors import ConfigError, DataError
-from skysort.models.model import read_model_info
+from skysort.models.info import read_model_info
 
 ERROR = "_error"
 
@@ -31,7 +31,7 @@ class RayPredictor:
     """One model replica inside a Ray actor: a batch of paths -> a batch of output rows."""
 
     def __init__(self, run: str, engine: str = "auto") -> None:
-        from skysort.predict import Predictor
+        from skysort.prediction import Predictor
         from skysort.writers import Layout
 
         # Each actor decodes and runs the model in its own process, on the one CPU Ray
@@ -62,7 +62,7 @@ def predict_on_ray(run: str | Path, inputs: Iterable[str | Path], output: str | 
 
     Args:
         run: the run directory (on a path every Ray node can read).
-        inputs: as for :func:`skysort.predict.predict`.
+        inputs: as for :func:`skysort.prediction.predict`.
         output: the folder to write shards into (default ``RUN/predictions_ray``).
         address: a Ray cluster to join; None starts a local instance.
         fmt: ``csv`` (default) or ``parquet``.

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skysort.errors import ConfigError, RunError
-from skysort.inference import Published
-from skysort.models.model import MODEL_FILE, ModelInfo, SkyModel, load_model
-from skysort.models.onnx import export_onnx
+from skysort.models.info import MODEL_FILE, ModelInfo
+
+if TYPE_CHECKING:
+    from skysort.models.model import SkyModel
 
 EXPORT_FORMATS = ("onnx",)
 ONNX_FILE = "model.onnx"
@@ -27,6 +28,8 @@ ONNX_FILE = "model.onnx"
 
 def export_run(run: str | Path, fmt: str = "onnx", output: str | Path | None = None) -> Path:
     """Writes the run's model as ONNX (default ``RUN/model.onnx``); returns the path."""
+    from skysort.models.model import load_model
+
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
     model, info = load_model(run)
@@ -35,6 +38,9 @@ def export_run(run: str | Path, fmt: str = "onnx", output: str | Path | None = N
 
 
 def export_model(model: SkyModel, info: ModelInfo, output: Path) -> Path:
+    from skysort.models.model import Published
+    from skysort.models.onnx import export_onnx
+
     metadata = {"skysort": json.dumps(info.to_dict())}
     return export_onnx(Published(model.eval()), info.preprocess.input_size, output, metadata,
                        output_name="outputs")

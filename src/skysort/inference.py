@@ -26,18 +26,19 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
-from torch import nn
 
-from skysort.data.loader import default_workers
 from skysort.data.transforms import Preprocess, tta_views
-from skysort.embeddings import cached_embeddings, embedding_key, torch_runner
+from skysort.device import cpu_count, default_workers
 from skysort.errors import ImageError
-from skysort.models.model import ModelInfo, SkyModel
-from skysort.models.onnx import cpu_threads
+from skysort.models.info import ModelInfo
+
+if TYPE_CHECKING:
+    import torch
+
+    from skysort.models.model import SkyModel
 
 Runner = Callable[[np.ndarray], np.ndarray]
 Decoded = tuple[np.ndarray | None, list[int], dict[int, str]]
@@ -176,7 +177,7 @@ def outputs_chunk(model: OnnxWorkerModel, preprocess: Preprocess, num_outputs: i
 
 def model_workers() -> int:
     """Processes that each decode and run the model: one per core, at most 32."""
-    return min(32, cpu_threads()) if cpu_threads() > 1 else 0
+    return min(32, cpu_count()) if cpu_count() > 1 else 0
 
 
 def iter_outputs(run: Runner | OnnxWorkerModel, preprocess: Preprocess, paths: Iterable[Path],
@@ -216,23 +217,6 @@ def iter_outputs(run: Runner | OnnxWorkerModel, preprocess: Preprocess, paths: I
         yield chunk, outputs, bad
 
 
-class Published(nn.Module):
-    """A classifier with its output layer: images in, published outputs out."""
-
-    def __init__(self, model: SkyModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.output(self.model(images))
-
-
-def published_runner(model: SkyModel, device: torch.device | str = "cpu") -> Runner:
-    """The model's published outputs as a function of a float32 NCHW array (torch)."""
-    run = torch_runner(Published(model), device)
-    return lambda images: run(torch.from_numpy(images))
-
-
 def model_outputs(model: SkyModel, info: ModelInfo, paths: Sequence[Path], *,
                   cache_dir: str | Path | None = None, batch_size: int = 32,
                   workers: int | None = None, device: torch.device | str = "cpu",
@@ -244,6 +228,11 @@ def model_outputs(model: SkyModel, info: ModelInfo, paths: Sequence[Path], *,
     embedding cache, so evaluating right after training costs only the head. Otherwise
     ``runner`` (default: the model in torch) runs over the decoded files.
     """
+    import torch
+
+    from skysort.embeddings import cached_embeddings, embedding_key
+    from skysort.models.model import published_runner
+
     outputs = np.full((len(paths), info.task.num_outputs), np.nan, dtype=np.float32)
     if info.frozen_backbone and not tta and runner is None:
         key = embedding_key(info.backbone, info.weights_id, info.preprocess)

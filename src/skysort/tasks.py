@@ -12,24 +12,26 @@ fractions      one fraction per answer      decision tree, or    mean squared er
 
 Class imbalance (``balance="weights"``) weighs classes ``n / (k * count)`` for
 multiclass, and positives ``negatives / positives`` for binary and multi-label targets.
-Metrics and baselines per kind live in :mod:`skysort.evaluate`.
+Metrics and baselines per kind live in :mod:`skysort.metrics`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from skysort.errors import ConfigError
-from skysort.schema import TreeOutput, TreeSchema
+from skysort.schema import TreeSchema
+
+if TYPE_CHECKING:  # torch is imported where a loss or an output layer is built
+    import torch
+    from torch import nn
 
 TASK_KINDS = ("multiclass", "binary", "multilabel", "fractions")
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 @dataclass
@@ -57,6 +59,8 @@ class Task:
 
     def output_layer(self) -> nn.Module:
         """Logits -> published outputs."""
+        from torch import nn
+
         return nn.Softmax(dim=1)
 
     def fit_statistics(self, targets: np.ndarray) -> None:
@@ -73,11 +77,16 @@ class Task:
 
     def loss_fn(self, train_targets: np.ndarray, balance: str,
                 label_smoothing: float = 0.0) -> LossFn:
+        import torch
+        from torch import nn
+
         weight = (torch.from_numpy(self.class_weights(train_targets))
                   if balance == "weights" else None)
         return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
     def target_tensor(self, targets: np.ndarray) -> torch.Tensor:
+        import torch
+
         return torch.as_tensor(targets, dtype=torch.long)
 
     def predicted_class(self, outputs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -112,10 +121,15 @@ class BinaryTask(Task):
         return [self.classes[1]]
 
     def output_layer(self) -> nn.Module:
+        from torch import nn
+
         return nn.Sigmoid()
 
     def loss_fn(self, train_targets: np.ndarray, balance: str,
                 label_smoothing: float = 0.0) -> LossFn:
+        import torch
+        from torch import nn
+
         pos = float((train_targets == 1).sum())
         neg = float((train_targets == 0).sum())
         pos_weight = torch.tensor([neg / max(pos, 1.0)]) if balance == "weights" else None
@@ -129,6 +143,8 @@ class BinaryTask(Task):
         return loss
 
     def target_tensor(self, targets: np.ndarray) -> torch.Tensor:
+        import torch
+
         return torch.as_tensor(targets, dtype=torch.float32)
 
     def predicted_class(self, outputs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -146,6 +162,8 @@ class MultiLabelTask(Task):
     kind: ClassVar[str] = "multilabel"
 
     def output_layer(self) -> nn.Module:
+        from torch import nn
+
         return nn.Sigmoid()
 
     def fit_statistics(self, targets: np.ndarray) -> None:
@@ -153,6 +171,9 @@ class MultiLabelTask(Task):
 
     def loss_fn(self, train_targets: np.ndarray, balance: str,
                 label_smoothing: float = 0.0) -> LossFn:
+        import torch
+        from torch import nn
+
         pos = train_targets.sum(axis=0)
         neg = len(train_targets) - pos
         pos_weight = (torch.from_numpy((neg / np.maximum(pos, 1)).astype(np.float32))
@@ -160,6 +181,8 @@ class MultiLabelTask(Task):
         return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
     def target_tensor(self, targets: np.ndarray) -> torch.Tensor:
+        import torch
+
         return torch.as_tensor(targets, dtype=torch.float32)
 
     def sample_weights(self, train_targets: np.ndarray) -> np.ndarray:
@@ -180,6 +203,10 @@ class FractionsTask(Task):
     kind: ClassVar[str] = "fractions"
 
     def output_layer(self) -> nn.Module:
+        from torch import nn
+
+        from skysort.models.tree import TreeOutput
+
         if self.schema is None:
             return nn.Sigmoid()
         return TreeOutput(self.schema, self.classes)
@@ -190,6 +217,8 @@ class FractionsTask(Task):
 
     def loss_fn(self, train_targets: np.ndarray, balance: str,
                 label_smoothing: float = 0.0) -> LossFn:
+        from torch import nn
+
         layer = self.output_layer()
         mse = nn.MSELoss()
 
@@ -199,6 +228,8 @@ class FractionsTask(Task):
         return loss
 
     def target_tensor(self, targets: np.ndarray) -> torch.Tensor:
+        import torch
+
         return torch.as_tensor(targets, dtype=torch.float32)
 
     def sample_weights(self, train_targets: np.ndarray) -> np.ndarray:

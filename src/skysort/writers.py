@@ -26,7 +26,7 @@ import numpy as np
 
 from skysort.data.images import image_suffix
 from skysort.errors import ConfigError
-from skysort.models.model import ModelInfo
+from skysort.models.info import ModelInfo
 
 FIXED_COLUMNS = ("path", "prediction", "probability", "error")
 #: Decimals written per value: rounding stays far below the 1e-6 to which written vote

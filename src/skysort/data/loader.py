@@ -8,7 +8,6 @@ held in memory as a whole dataset.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from skysort.device import default_workers
 from skysort.errors import ImageError
 from skysort.parallel import shard
 
@@ -78,12 +78,6 @@ def collate_images(items: list[tuple[int, np.ndarray | None, str]]
     index = torch.tensor([i for i, _ in good], dtype=torch.long)
     images = torch.from_numpy(np.stack([a for _, a in good])) if good else None
     return index, images, bad
-
-
-def default_workers() -> int:
-    """Decoding processes: one per core, at most 8, none on a one-core machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(8, cores or 1) if (cores or 1) > 1 else 0
 
 
 def image_loader(paths: Sequence[Path], transform: Callable[..., np.ndarray], batch_size: int,

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from skysort.data.transforms import Preprocess
 from skysort.errors import RunError
 from skysort.models.backbones import create_backbone
-from skysort.tasks import Task, task_from_dict
+from skysort.models.info import MODEL_FILE, MODEL_JSON, ModelInfo, read_model_info
+from skysort.tasks import Task
 
-MODEL_FILE = "model.safetensors"
-MODEL_JSON = "model.json"
+__all__ = ["MODEL_FILE", "MODEL_JSON", "ModelInfo", "Published", "SkyModel", "load_model",
+           "published_runner", "read_model_info", "save_model"]
 
 
 class SkyModel(nn.Module):
@@ -42,57 +42,6 @@ class SkyModel(nn.Module):
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Published outputs (e.g. class probabilities) for a batch of images."""
         return self.output(self.forward(images))
-
-
-@dataclass
-class ModelInfo:
-    """What ``model.json`` says about a saved model."""
-
-    task: Task
-    backbone: str
-    weights_id: str
-    num_features: int
-    preprocess: Preprocess
-    dropout: float = 0.0
-    frozen_backbone: bool = True
-    id_column: str | None = None
-    target_columns: list[str] = field(default_factory=list)
-    threshold: float = 0.5
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        from skysort import __version__
-
-        return {
-            "skysort_version": __version__,
-            "task": self.task.to_dict(),
-            "backbone": {"name": self.backbone, "weights_id": self.weights_id,
-                         "num_features": self.num_features, "frozen": self.frozen_backbone},
-            "preprocess": self.preprocess.to_dict(),
-            "head": {"kind": "linear", "dropout": self.dropout},
-            "source": {"id_column": self.id_column, "target_columns": self.target_columns},
-            "threshold": self.threshold,
-            **self.extra,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        known = {"skysort_version", "task", "backbone", "preprocess", "head", "source",
-                 "threshold"}
-        source = data.get("source", {})
-        return cls(
-            task=task_from_dict(data["task"]),
-            backbone=data["backbone"]["name"],
-            weights_id=data["backbone"]["weights_id"],
-            num_features=int(data["backbone"]["num_features"]),
-            frozen_backbone=bool(data["backbone"].get("frozen", True)),
-            preprocess=Preprocess.from_dict(data["preprocess"]),
-            dropout=float(data.get("head", {}).get("dropout", 0.0)),
-            id_column=source.get("id_column"),
-            target_columns=list(source.get("target_columns", [])),
-            threshold=float(data.get("threshold", 0.5)),
-            extra={k: v for k, v in data.items() if k not in known},
-        )
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -116,20 +65,6 @@ def save_model(model: SkyModel, info: ModelInfo, run_dir: str | Path) -> None:
                        json.dumps(info.to_dict(), indent=2).encode("utf-8"))
 
 
-def read_model_info(run_dir: str | Path) -> ModelInfo:
-    """Reads ``model.json`` from a run directory."""
-    path = Path(run_dir) / MODEL_JSON
-    if not path.is_file():
-        raise RunError(
-            f"{Path(run_dir)}: not a skysort run directory ({MODEL_JSON} is missing); "
-            "pass the folder that `skysort train` printed, e.g. runs/train"
-        )
-    try:
-        return ModelInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"{path}: damaged or from an incompatible version ({exc})") from exc
-
-
 def load_model(run_dir: str | Path) -> tuple[SkyModel, ModelInfo]:
     """Rebuilds the model saved in ``run_dir``, in eval mode on the CPU."""
     from safetensors.torch import load_file
@@ -143,3 +78,23 @@ def load_model(run_dir: str | Path) -> tuple[SkyModel, ModelInfo]:
     model = SkyModel(backbone.model, info.num_features, info.task, dropout=info.dropout)
     model.load_state_dict(load_file(str(weights)))
     return model.eval(), info
+
+
+class Published(nn.Module):
+    """A classifier with its output layer: images in, published outputs out."""
+
+    def __init__(self, model: SkyModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.output(self.model(images))
+
+
+def published_runner(model: SkyModel, device: torch.device | str = "cpu"
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's published outputs as a function of a float32 NCHW array (torch)."""
+    from skysort.embeddings import torch_runner
+
+    run = torch_runner(Published(model), device)
+    return lambda images: run(torch.from_numpy(images))

@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
+
+from skysort.device import cpu_count
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 ONNX_OPSET = 17
 
@@ -32,6 +36,7 @@ def export_onnx(module: nn.Module, input_size: int, path: str | Path,
         output_name: the name of the graph's output.
     """
     import onnx
+    import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,11 +59,6 @@ def export_onnx(module: nn.Module, input_size: int, path: str | Path,
     return path
 
 
-def cpu_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
-
-
 #: Images per ONNX Runtime call on a CPU. Small batches stay in the processor's caches:
 #: for tf_efficientnet_lite0 at 224 px on 2 cores, 8 per call ran at 240 images/s and 32
 #: per call at 190-200, and the session's memory grew with the batch (166 MB at 8, 530 MB
@@ -77,7 +77,7 @@ def create_session(path: str | Path, threads: int | None = None) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.enable_mem_pattern = False
-    options.intra_op_num_threads = threads or cpu_threads()
+    options.intra_op_num_threads = threads or cpu_count()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -95,7 +95,7 @@ class OnnxModule:
         self.batch = batch
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        if isinstance(images, torch.Tensor):
+        if not isinstance(images, np.ndarray):  # a torch tensor on the CPU
             images = images.numpy()
         images = np.ascontiguousarray(images, np.float32)
         step = self.batch or len(images)

@@ -18,17 +18,21 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from skysort.data.inputs import expand_inputs
-from skysort.device import resolve_device
+from skysort.device import auto_is_cpu, resolve_device
 from skysort.errors import ConfigError, DataError
-from skysort.inference import OnnxWorkerModel, Runner, iter_outputs, published_runner
-from skysort.models.model import SkyModel, load_model, read_model_info
+from skysort.inference import OnnxWorkerModel, Runner, iter_outputs
+from skysort.models.info import read_model_info
 from skysort.tasks import Task
 from skysort.writers import Layout, Sink
+
+if TYPE_CHECKING:
+    from skysort.models.model import SkyModel
 
 ENGINES = ("auto", "onnx", "torch")
 
@@ -39,12 +43,13 @@ def make_runner(predictor: Predictor, engine: str, device: str
     on a CPU), run inside the decoding processes; else the model in torch."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
-    torch_device = resolve_device(device)
-    if engine == "onnx" or (engine == "auto" and torch_device.type == "cpu"):
+    if engine == "onnx" or (engine == "auto" and auto_is_cpu(device)):
         from skysort.export import onnx_for_run
 
         return "onnx", OnnxWorkerModel(str(onnx_for_run(predictor.run)))
-    return "torch", published_runner(predictor.model, torch_device)
+    from skysort.models.model import published_runner
+
+    return "torch", published_runner(predictor.model, resolve_device(device))
 
 
 class Predictor:
@@ -81,6 +86,8 @@ class Predictor:
     def model(self) -> SkyModel:
         """The model in torch, loaded when first needed (ONNX Runtime needs only the
         exported file)."""
+        from skysort.models.model import load_model
+
         return load_model(self.run)[0]
 
     @classmethod

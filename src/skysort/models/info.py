@@ -1,0 +1,85 @@
+"""What a saved model is, without the model: ``model.json`` read and written.
+
+Kept apart from the torch model (:mod:`skysort.models.model`) so that labelling images
+with an exported model, which needs only this description, never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skysort.data.transforms import Preprocess
+from skysort.errors import RunError
+from skysort.tasks import Task, task_from_dict
+
+MODEL_FILE = "model.safetensors"
+MODEL_JSON = "model.json"
+
+
+@dataclass
+class ModelInfo:
+    """What ``model.json`` says about a saved model."""
+
+    task: Task
+    backbone: str
+    weights_id: str
+    num_features: int
+    preprocess: Preprocess
+    dropout: float = 0.0
+    frozen_backbone: bool = True
+    id_column: str | None = None
+    target_columns: list[str] = field(default_factory=list)
+    threshold: float = 0.5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        from skysort import __version__
+
+        return {
+            "skysort_version": __version__,
+            "task": self.task.to_dict(),
+            "backbone": {"name": self.backbone, "weights_id": self.weights_id,
+                         "num_features": self.num_features, "frozen": self.frozen_backbone},
+            "preprocess": self.preprocess.to_dict(),
+            "head": {"kind": "linear", "dropout": self.dropout},
+            "source": {"id_column": self.id_column, "target_columns": self.target_columns},
+            "threshold": self.threshold,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        known = {"skysort_version", "task", "backbone", "preprocess", "head", "source",
+                 "threshold"}
+        source = data.get("source", {})
+        return cls(
+            task=task_from_dict(data["task"]),
+            backbone=data["backbone"]["name"],
+            weights_id=data["backbone"]["weights_id"],
+            num_features=int(data["backbone"]["num_features"]),
+            frozen_backbone=bool(data["backbone"].get("frozen", True)),
+            preprocess=Preprocess.from_dict(data["preprocess"]),
+            dropout=float(data.get("head", {}).get("dropout", 0.0)),
+            id_column=source.get("id_column"),
+            target_columns=list(source.get("target_columns", [])),
+            threshold=float(data.get("threshold", 0.5)),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+
+
+def read_model_info(run_dir: str | Path) -> ModelInfo:
+    """Reads ``model.json`` from a run directory."""
+    path = Path(run_dir) / MODEL_JSON
+    if not path.is_file():
+        raise RunError(
+            f"{Path(run_dir)}: not a skysort run directory ({MODEL_JSON} is missing); "
+            "pass the folder that `skysort train` printed, e.g. runs/train"
+        )
+    try:
+        return ModelInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{path}: damaged or from an incompatible version ({exc})") from exc
