@@ -149,3 +149,12 @@ def test_large_files_keep_their_resized_pixels_in_the_cache(tmp_path: Path) -> N
     aug = TrainTransform(pre, "sky", 0, str(cache))
     np.testing.assert_array_equal(aug(tmp_path / "big.png", (1, 2)),
                                   TrainTransform(pre, "sky", 0)(tmp_path / "big.png", (1, 2)))
+
+
+def test_batches_are_normalised_exactly_as_single_images() -> None:
+    rng = np.random.default_rng(3)
+    batch = rng.integers(0, 256, (4, 20, 24, 3), dtype=np.uint8)
+    pre = Preprocess(input_size=20, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    out = pre.normalize_batch(batch)
+    assert out.shape == (4, 3, 20, 24) and out.dtype == np.float32
+    assert np.array_equal(out, np.stack([pre.normalize(img) for img in batch]))
