@@ -216,3 +216,16 @@ def test_predicting_on_a_cpu_imports_neither_torch_nor_timm(colour_run: tuple[Pa
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     assert len(read_csv(tmp_path / "p.csv")) == len(list(data.rglob("*.png")))
+
+
+def test_test_time_augmentation_averages_the_views(colour_run: tuple[Path, Path]) -> None:
+    """Colour patches look the same rotated and flipped: the average of the eight views
+    keeps the prediction, and it is an average (rows still sum to one)."""
+    run, data = colour_run
+    files = sorted(data.rglob("*.png"))[:6]
+    plain = skysort.Predictor(run, workers=0).predict_proba(files)
+    averaged = skysort.Predictor(run, workers=0, tta=True).predict_proba(files)
+    assert np.allclose(averaged.sum(axis=1), 1.0, atol=1e-5)
+    assert (averaged.argmax(axis=1) == plain.argmax(axis=1)).all()
+    assert np.abs(averaged - plain).max() < 0.1
+    assert not np.array_equal(averaged, plain)  # the views were really run

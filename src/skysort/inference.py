@@ -129,12 +129,18 @@ class BatchDecoder:
                            _chunks(paths, self.batch_size), self.workers, crashed)
 
 
-def run_views(run: Runner, preprocess: Preprocess, pixels: np.ndarray,
-              tta: str | None) -> np.ndarray:
-    """Outputs for a batch of uint8 crops, averaged over the test-time views of ``tta``."""
-    images = preprocess.normalize_batch(pixels)
-    views = tta_views(images, tta) if tta else [images]
-    return np.mean([run(v) for v in views], axis=0)
+def batch_outputs(run: Runner, preprocess: Preprocess, decoded: Decoded, count: int,
+                  num_outputs: int, tta: str | None) -> np.ndarray:
+    """``(count, num_outputs)`` outputs for a decoded batch: NaN rows for the files that
+    could not be read, the model's outputs (averaged over the test-time views of ``tta``)
+    for the others."""
+    pixels, good, _ = decoded
+    outputs = np.full((count, num_outputs), np.nan, dtype=np.float32)
+    if pixels is not None:
+        images = preprocess.normalize_batch(pixels)
+        views = tta_views(images, tta) if tta else [images]
+        outputs[good] = np.mean([run(v) for v in views], axis=0)
+    return outputs
 
 
 _SESSIONS: dict[tuple[str, int], Runner] = {}
@@ -168,11 +174,9 @@ Outputs = tuple[np.ndarray, dict[int, str]]
 def outputs_chunk(model: OnnxWorkerModel, preprocess: Preprocess, num_outputs: int,
                   tta: str | None, paths: list[Path]) -> Outputs:
     """Decodes and runs one batch inside a worker: ``(outputs, errors)``."""
-    pixels, good, bad = decode_chunk(preprocess, paths)
-    outputs = np.full((len(paths), num_outputs), np.nan, dtype=np.float32)
-    if pixels is not None:
-        outputs[good] = run_views(model.runner(), preprocess, pixels, tta)
-    return outputs, bad
+    decoded = decode_chunk(preprocess, paths)
+    return (batch_outputs(model.runner(), preprocess, decoded, len(paths), num_outputs, tta),
+            decoded[2])
 
 
 def model_workers() -> int:
@@ -210,11 +214,9 @@ def iter_outputs(run: Runner | OnnxWorkerModel, preprocess: Preprocess, paths: I
                                                      workers, crashed):
                 yield chunk, outputs, bad
             return
-    for chunk, (pixels, good, bad) in BatchDecoder(preprocess, batch_size, workers)(paths):
-        outputs = np.full((len(chunk), num_outputs), np.nan, dtype=np.float32)
-        if pixels is not None:
-            outputs[good] = run_views(run, preprocess, pixels, tta)
-        yield chunk, outputs, bad
+    for chunk, decoded in BatchDecoder(preprocess, batch_size, workers)(paths):
+        yield (chunk, batch_outputs(run, preprocess, decoded, len(chunk), num_outputs, tta),
+               decoded[2])
 
 
 def model_outputs(model: SkyModel, info: ModelInfo, paths: Sequence[Path], *,
