@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_finetune.py [--n 2000] [--size 128] [--modes head,auto]
 
 Renders an imbalanced five-class set of GalSim galaxies (128 px JPEGs, peak S/N from 5 to
-200, as ``skysort.synth`` makes them), then trains each mode with otherwise default
+200, as ``skysort.synth.galaxies`` makes them), then trains each mode with otherwise default
 settings from a cold embedding cache and prints, per mode, the test accuracy, balanced
 accuracy, wall-clock minutes and training images/s of the fine-tuning stage. Each mode
 runs once (a run takes minutes); the head-only row is the baseline measured in the same
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import skysort
 from bench_train_predict import machine, versions
-from skysort.synth import make_class_folders
+from skysort.synth.sets import make_class_folders
 
 #: Imbalanced morphology mix (shares of the set).
 MIX = {"elliptical": 0.35, "spiral": 0.275, "lenticular": 0.175, "edge_on": 0.125,

@@ -45,10 +45,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import skysort
 from bench_train_predict import machine, versions
 from skysort.device import resolve_precision
-from skysort.export import onnx_for_run
+from skysort.models.export import onnx_for_run
 from skysort.models.model import Published, load_model
 from skysort.models.onnx import CPU_BATCH, OnnxModule
-from skysort.synth import make_class_folders
+from skysort.synth.sets import make_class_folders
 
 
 def make_jpegs(folder: Path, n: int, size: int) -> Path:

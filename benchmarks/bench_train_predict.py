@@ -33,9 +33,10 @@ import timm
 import torch
 
 import skysort
-from skysort.export import onnx_for_run
+from skysort.models.export import onnx_for_run
 from skysort.models.onnx import OnnxModule
-from skysort.synth import MORPHOLOGIES, make_class_folders
+from skysort.synth.galaxies import MORPHOLOGIES
+from skysort.synth.sets import make_class_folders
 
 
 def machine() -> str:

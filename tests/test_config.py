@@ -46,3 +46,12 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
 def test_override_syntax_errors() -> None:
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["epochs"])
+
+
+def test_readme_lists_every_file_of_a_run_directory() -> None:
+    from skysort import rundir
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### What a run directory holds", 1)[1].split("###", 1)[0]
+    missing = [name for name in (*rundir.RUN_FILES, rundir.ONNX_FILE) if name not in section]
+    assert not missing

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from skysort.schema import TreeSchema, galaxy_zoo_schema
-from skysort.synth import make_vote_fraction_set
+from skysort.synth.sets import make_vote_fraction_set
+from skysort.tasks.schema import TreeSchema, galaxy_zoo_schema
 from tests.conftest import COLORS
+from tests.data.test_tables import _hirise
 from tests.test_cli_end_to_end import read_csv, skysort
-from tests.test_tables import _hirise
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,10 @@ The Python API does everything the ``skysort`` command does::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from skysort._version import __version__
 from skysort.errors import (
     ConfigError,
     DataError,
@@ -37,15 +36,16 @@ _LAZY = {
     "LabeledImages": "skysort.data.sources",
     "read_class_folders": "skysort.data.sources",
     "Preprocess": "skysort.data.transforms",
-    "evaluate": "skysort.evaluation",
-    "classification_metrics": "skysort.metrics",
-    "format_metrics": "skysort.metrics",
+    "create_transform": "skysort.data.transforms",
+    "evaluate": "skysort.evaluation.evaluator",
+    "classification_metrics": "skysort.evaluation.metrics",
+    "format_metrics": "skysort.evaluation.metrics",
     "create_backbone": "skysort.models.backbones",
     "list_backbones": "skysort.models.backbones",
-    "Predictor": "skysort.prediction",
-    "predict": "skysort.prediction",
-    "TrainResult": "skysort.training",
-    "train": "skysort.training",
+    "Predictor": "skysort.prediction.predictor",
+    "predict": "skysort.prediction.predictor",
+    "TrainResult": "skysort.training.recipe",
+    "train": "skysort.training.recipe",
 }
 
 
@@ -66,12 +66,12 @@ if TYPE_CHECKING:
     from skysort.config import TrainConfig
     from skysort.data.images import load_image
     from skysort.data.sources import LabeledImages, read_class_folders
-    from skysort.data.transforms import Preprocess
-    from skysort.evaluation import evaluate
-    from skysort.metrics import classification_metrics, format_metrics
+    from skysort.data.transforms import Preprocess, create_transform
+    from skysort.evaluation.evaluator import evaluate
+    from skysort.evaluation.metrics import classification_metrics, format_metrics
     from skysort.models.backbones import create_backbone, list_backbones
-    from skysort.prediction import Predictor, predict
-    from skysort.training import TrainResult, train
+    from skysort.prediction.predictor import Predictor, predict
+    from skysort.training.recipe import TrainResult, train
 
 __all__ = [
     "ConfigError",
@@ -91,6 +91,7 @@ __all__ = [
     "__version__",
     "classification_metrics",
     "create_backbone",
+    "create_transform",
     "evaluate",
     "format_metrics",
     "list_backbones",

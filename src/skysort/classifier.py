@@ -17,8 +17,8 @@ import numpy as np
 from skysort.config import TrainConfig
 from skysort.data.sources import LabeledImages, from_lists
 from skysort.errors import NotFittedError
-from skysort.prediction import Predictor
-from skysort.training import train
+from skysort.prediction.predictor import Predictor
+from skysort.training.recipe import train
 
 
 class ImageClassifier:

@@ -10,24 +10,31 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from skysort import __version__
+from skysort._version import __version__
+from skysort.config import AUGMENT_CHOICES, TASK_CHOICES
 from skysort.errors import SkySortError
+from skysort.models.export import EXPORT_FORMATS
+from skysort.prediction.predictor import ENGINES
+from skysort.prediction.writers import OUTPUT_FORMATS
+
+#: ``skysort train`` options that are settings (``--epochs`` is ``epochs=``).
+TRAIN_SETTINGS = ("backbone", "weights", "seed", "epochs", "name", "project", "finetune",
+                  "augment", "device", "workers", "cache_dir", "input_size", "batch_size",
+                  "threshold")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from skysort.config import TrainConfig, parse_overrides
-    from skysort.training import train
+    from skysort.training.recipe import train
 
-    if args.resume:
+    if args.resume:  # main() refuses any other setting beside --resume
         result = train(resume=args.resume)
         if result.main:
             print(f"\nresults in {result.run_dir}/")
         return 0
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = parse_overrides(args.overrides)
-    for key in ("backbone", "weights", "seed", "epochs", "name", "project", "finetune", "augment",
-                "device", "workers", "cache_dir", "input_size", "batch_size", "threshold",
-                *DATA_OPTIONS):
+    for key in (*TRAIN_SETTINGS, *DATA_OPTIONS):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -44,8 +51,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from skysort.data.dataset import DataSpec
-    from skysort.evaluation import evaluate
-    from skysort.metrics import format_metrics
+    from skysort.evaluation.evaluator import evaluate
+    from skysort.evaluation.metrics import format_metrics
 
     data = None
     if args.data:
@@ -64,10 +71,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from skysort.prediction import predict
+    from skysort.prediction.predictor import predict
 
     if args.engine == "ray":
-        from skysort.distributed import predict_on_ray
+        from skysort.prediction.ray import predict_on_ray
 
         out = predict_on_ray(args.run, args.inputs, args.output, address=args.address,
                              batch_size=args.batch_size, fmt=args.format,
@@ -82,7 +89,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from skysort.export import export_run
+    from skysort.models.export import export_run
 
     out = export_run(args.run, args.format, args.output)
     print(f"exported to {out} (inputs: float32 (batch, 3, size, size); metadata key "
@@ -91,7 +98,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from skysort.demo import run_demo
+    from skysort.synth.demo import run_demo
 
     run_demo(args.out, per_class=args.per_class, seed=args.seed, task=args.task)
     return 0
@@ -128,8 +135,7 @@ def _add_data_options(p: argparse.ArgumentParser, task: bool) -> None:
     g.add_argument("--schema", help="YAML decision tree of vote-fraction columns "
                                     "(the Galaxy Zoo 37 columns are recognised)")
     if task:
-        g.add_argument("--task", choices=["auto", "multiclass", "binary", "multilabel",
-                                          "fractions"],
+        g.add_argument("--task", choices=TASK_CHOICES,
                        help="target kind (default: chosen from the data)")
 
 
@@ -154,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "'hub' (download, needs a network) or 'none'")
     p.add_argument("--finetune", help="auto (default: by dataset size), head (frozen backbone, "
                                       "cached features), last:N (the last N stages), full")
-    p.add_argument("--augment", choices=["sky", "photo", "none"],
+    p.add_argument("--augment", choices=AUGMENT_CHOICES,
                    help="augmentation while fine-tuning (default sky: any rotation, flips, "
                         "shifts, zoom, mild noise; photo: crops, flips, colour jitter)")
     p.add_argument("--resume", metavar="RUN",
@@ -198,11 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "CSV catalogues with a path column")
     p.add_argument("-o", "--output", help="file to write: .csv, or .parquet (a folder of "
                                           "parts); default RUN/predictions.csv")
-    p.add_argument("--format", choices=["csv", "parquet"],
+    p.add_argument("--format", choices=OUTPUT_FORMATS,
                    help="output format (default: from the output's suffix)")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows an interrupted run wrote and label only the rest")
-    p.add_argument("--engine", choices=["auto", "onnx", "torch", "ray"], default="auto",
+    p.add_argument("--engine", choices=[*ENGINES, "ray"], default="auto",
                    help="auto: ONNX Runtime on a CPU, torch on a GPU; ray: Ray Data batch "
                         "inference on a local or existing Ray cluster")
     p.add_argument("--address", help="Ray cluster address for --engine ray "
@@ -222,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the model as ONNX, usable without the run")
     p.add_argument("run", help="a run directory written by skysort train")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
     p.add_argument("-o", "--output", help="file to write (default RUN/model.onnx)")
     p.set_defaults(func=_cmd_export)
 
@@ -252,6 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "train" and not (args.data or args.resume):
         parser.error("skysort train needs DATA (or --resume RUN)")
+    if args.command == "train" and args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in (*TRAIN_SETTINGS, *DATA_OPTIONS, "config",
+                                                      "split") if getattr(args, k) is not None]
+        given += ([args.data] if args.data else []) + args.overrides
+        if given:
+            parser.error(f"--resume continues a run with its own settings (its config.yaml); "
+                         f"it takes no other settings, got: {' '.join(given)}")
     try:
         return int(args.func(args))
     except SkySortError as exc:

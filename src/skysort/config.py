@@ -19,30 +19,27 @@ from typing import Any
 import yaml
 
 from skysort.data.dataset import DataSpec
+from skysort.data.transforms import AUGMENT_PRESETS
 from skysort.errors import ConfigError
+from skysort.tasks import TASK_KINDS
 
 BALANCE_CHOICES = ("weights", "sampler", "none")
-AUGMENT_CHOICES = ("sky", "photo", "none")
+AUGMENT_CHOICES = AUGMENT_PRESETS
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
-TASK_CHOICES = ("auto", "multiclass", "binary", "multilabel", "fractions")
+TASK_CHOICES = ("auto", *TASK_KINDS)
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run depends on. Defaults are the recommended settings."""
+class TrainConfig(DataSpec):
+    """Everything a training run depends on. Defaults are the recommended settings.
 
-    # data: where images and labels are (see skysort.data.dataset.DataSpec)
-    data: str | None = None
-    data_root: str | None = None  # set by training: the folder split.csv paths start from
-    labels: str | None = None
-    images: str | None = None
-    id_column: str | None = None
-    targets: tuple[str, ...] | None = None
-    pattern: str | None = None
-    classmap: str | None = None
-    split_file: str | None = None
-    task: str = "auto"
-    schema: str | None = None
+    The first settings say where the images and labels are (those of
+    :class:`~skysort.data.dataset.DataSpec`: data, labels, images, id_column, targets,
+    pattern, classmap, split_file, task, schema).
+    """
+
+    #: Recorded by training in the run's own copy: the folder split.csv paths start from.
+    data_root: str | None = None
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     seed: int = 0
     # model
@@ -137,10 +134,7 @@ class TrainConfig:
         """Where the data is and how to read it."""
         if not self.data:
             raise ConfigError("no data given: pass DATA (a folder or a label table)")
-        return DataSpec(data=self.data, labels=self.labels, images=self.images,
-                        id_column=self.id_column, targets=self.targets, pattern=self.pattern,
-                        classmap=self.classmap, split_file=self.split_file, task=self.task,
-                        schema=self.schema)
+        return DataSpec(**{f.name: getattr(self, f.name) for f in fields(DataSpec)})
 
     def save(self, path: str | Path) -> None:
         """Writes the configuration as YAML."""
@@ -167,6 +161,10 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
         return cls.from_mapping(data, source=str(path))
+
+    def copy(self) -> TrainConfig:
+        """An independent copy (training works on one, never on the caller's object)."""
+        return self.updated({})
 
     def updated(self, overrides: Mapping[str, Any]) -> TrainConfig:
         """A copy with ``overrides`` applied (values converted and checked)."""

@@ -21,10 +21,16 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+#: The most worker processes skysort starts by default, however many cores there are.
+MAX_WORKERS = 32
+
+
 def default_workers() -> int:
-    """Decoding processes: one per core, at most 8, none on a one-core machine."""
+    """Worker processes (decoding, or decoding and running an exported model): one per
+    core, at most :data:`MAX_WORKERS`, none on a one-core machine. The one policy for
+    training, embedding, evaluation and prediction."""
     cores = cpu_count()
-    return min(8, cores) if cores > 1 else 0
+    return min(MAX_WORKERS, cores) if cores > 1 else 0
 
 
 def gpu_present() -> bool:

@@ -17,22 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from skysort.data.label_files import looks_like_label_file, read_label_file
 from skysort.data.sources import LabeledImages, read_class_folders
-from skysort.data.tables import (
-    looks_like_label_file,
-    read_csv_table,
-    read_label_file,
-)
+from skysort.data.tables import read_csv_table
 from skysort.errors import ConfigError, DataError
-from skysort.schema import load_schema
-from skysort.tasks import TASK_KINDS
+from skysort.tasks import SINGLE_LABEL_KINDS, TASK_KINDS, load_schema
 
 
 @dataclass
 class DataSpec:
     """Where the images and labels are, and how to read them (all optional but ``data``)."""
 
-    data: str
+    data: str | None = None
     labels: str | None = None
     images: str | None = None
     id_column: str | None = None
@@ -65,6 +61,8 @@ def open_dataset(spec: DataSpec) -> LabeledImages:
     """Reads the labelled images ``spec`` describes; see the module doc for the layouts."""
     if spec.task not in ("auto", *TASK_KINDS):
         raise ConfigError(f"task={spec.task!r}: must be auto or one of {', '.join(TASK_KINDS)}")
+    if not spec.data:
+        raise ConfigError("no data given: pass DATA (a folder or a label table)")
     path = Path(spec.data).expanduser()
     if not path.exists():
         raise DataError(f"{path}: data not found (give a folder of class folders, a folder "
@@ -95,7 +93,7 @@ def open_dataset(spec: DataSpec) -> LabeledImages:
 
 def choose_task_kind(data: LabeledImages, task: str) -> LabeledImages:
     """Two classes read from folders or label files make a binary task unless told not to."""
-    if data.task not in ("multiclass", "binary"):
+    if data.task not in SINGLE_LABEL_KINDS:
         if task not in ("auto", data.task):
             raise ConfigError(f"task={task}: these targets are {data.task}; they cannot be "
                               f"read as {task}")

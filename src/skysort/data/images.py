@@ -18,7 +18,9 @@ callers can skip it, list it in ``bad_files.csv`` and go on.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -75,6 +77,40 @@ def load_image(path: str | Path, min_size: int | None = None) -> Image.Image:
     if image_suffix(path) in FITS_EXTENSIONS:
         return _load_fits(path)
     return _load_pil(path, min_size)
+
+
+T = TypeVar("T")
+
+
+def read_or_reason(read: Callable[[Path], T], path: str | Path) -> tuple[T | None, str]:
+    """``(read(path), "")``, or ``(None, why)`` when the file cannot be read.
+
+    The one place where a single bad file becomes a reason instead of an exception, for
+    training, embedding, evaluation and prediction alike: an image that cannot be
+    decoded, and a file that cannot be opened at all (vanished mid-run, no permission).
+    """
+    path = Path(path)
+    try:
+        return read(path), ""
+    except ImageError as exc:
+        return None, str(exc).removeprefix(f"{path}: ")
+    except OSError as exc:
+        return None, f"cannot read file ({exc.strerror or exc})"
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, without decoding its pixels where the format
+    allows (FITS files are read whole); raises :class:`ImageError` like :func:`load_image`."""
+    path = Path(path)
+    if image_suffix(path) in FITS_EXTENSIONS:
+        return load_image(path).size
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: not an image Pillow can identify") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({exc})") from exc
 
 
 def _load_pil(path: Path, min_size: int | None) -> Image.Image:

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from skysort.data.images import read_or_reason
 from skysort.device import default_workers
-from skysort.errors import ImageError
-from skysort.parallel import shard
 
 
 class ImageFiles(Dataset):
@@ -37,13 +36,19 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[int, np.ndarray | None, str]:
-        index = item if isinstance(item, int) else item[0]
-        try:
-            if isinstance(item, int):
-                return index, self.transform(self.paths[index]), ""
-            return index, self.transform(self.paths[index], (item[1], index)), ""
-        except ImageError as exc:
-            return index, None, str(exc).removeprefix(f"{self.paths[index]}: ")
+        if isinstance(item, int):
+            return (item, *read_or_reason(self.transform, self.paths[item]))
+        index, epoch = item
+        return (index, *read_or_reason(lambda p: self.transform(p, (epoch, index)),
+                                       self.paths[index]))
+
+
+def shard(order: list[Any], rank: int, world_size: int) -> list[Any]:
+    """This process's share of an epoch's order: every ``world_size``-th item from
+    ``rank``, after dropping the few at the end that would make the shares unequal (each
+    process of a distributed run must take the same number of steps)."""
+    usable = len(order) // world_size * world_size
+    return order[:usable][rank::world_size]
 
 
 class EpochSampler(Sampler):
@@ -51,7 +56,7 @@ class EpochSampler(Sampler):
     draws with replacement by ``weights`` (balanced sampling). Set :attr:`epoch` before
     each epoch; resuming at epoch k replays exactly the order of an uninterrupted run.
     In a distributed run each process takes its equal share of that order
-    (:func:`skysort.parallel.shard`)."""
+    (:func:`shard`)."""
 
     def __init__(self, n: int, seed: int, weights: np.ndarray | None = None, *,
                  rank: int = 0, world_size: int = 1) -> None:

@@ -91,6 +91,15 @@ class LabeledImages:
         )
 
 
+def first_occurrences(paths: Sequence[Path]) -> list[int]:
+    """Positions of the first occurrence of each path, in order: evaluation counts each
+    file once, even where a label file repeats it to up-sample a rare class."""
+    first: dict[Path, int] = {}
+    for i, path in enumerate(paths):
+        first.setdefault(path, i)
+    return list(first.values())
+
+
 def iter_image_files(folder: Path) -> Iterator[Path]:
     """Image files under ``folder``, recursively, sorted, skipping hidden files and folders."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):

@@ -31,7 +31,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from PIL import Image
@@ -188,13 +188,9 @@ class Preprocess:
             out[:, c] += self._shift[c, 0, 0]
         return out
 
-    def pixels(self, path: str | Path) -> np.ndarray:
-        """Decodes a file into the uint8 (H, W, 3) crop the model sees, before normalising
-        (4x smaller than float32 to pass between processes)."""
-        return np.asarray(self.resize_crop(self.decode(path)))
-
     def __call__(self, img: Image.Image) -> np.ndarray:
-        """The evaluation transform: resize, centre crop, normalise."""
+        """The evaluation transform of an image already decoded: resize, centre crop,
+        normalise (files go through :func:`create_transform`)."""
         return self.normalize(self.resize_crop(img))
 
     def decode(self, path: str | Path) -> Image.Image:
@@ -202,10 +198,6 @@ class Preprocess:
         that still covers what the resize keeps."""
         need = math.ceil(self.resize_size / self.center_fraction)
         return load_image(path, min_size=need)
-
-    def load(self, path: str | Path) -> np.ndarray:
-        """Decodes a file and applies the evaluation transform."""
-        return self(self.decode(path))
 
     def resized(self, path: str | Path, cache_dir: str | Path | None = None) -> Image.Image:
         """The decoded image, centre-cut and resized to :attr:`resize_size` (not cropped).
@@ -240,14 +232,27 @@ RESIZED_CACHE_MIN_BYTES = 512 * 1024
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """The evaluation transform of a file, through the resized-pixel cache when given."""
+    """The evaluation transform of a file: decode, centre cut, resize, centre crop,
+    normalise; through the resized-pixel cache when ``cache_dir`` is given.
+
+    :meth:`pixels` and :meth:`normalize_batch` are its two halves, for worker processes
+    that pass uint8 crops (4x smaller than float32) and normalise a whole batch at once.
+    """
 
     preprocess: Preprocess
     cache_dir: str | None = None
 
-    def __call__(self, path: str | Path) -> np.ndarray:
+    def pixels(self, path: str | Path) -> np.ndarray:
+        """The uint8 ``(H, W, 3)`` crop the model sees, before normalising."""
         pre = self.preprocess
-        return pre.normalize(pre.crop_center(pre.resized(path, self.cache_dir)))
+        return np.asarray(pre.crop_center(pre.resized(path, self.cache_dir)))
+
+    def normalize_batch(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 crops ``(N, H, W, 3)`` -> the model's float32 input ``(N, 3, H, W)``."""
+        return self.preprocess.normalize_batch(batch)
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        return self.preprocess.normalize(self.pixels(path))
 
 
 @dataclass(frozen=True)
@@ -319,6 +324,36 @@ class TrainTransform:
         out = F.adjust_contrast(out, float(rng.uniform(0.8, 1.2)))
         out = F.adjust_saturation(out, float(rng.uniform(0.8, 1.2)))
         return np.asarray(out, dtype=np.float32)
+
+
+@overload
+def create_transform(preprocess: Preprocess, *, training: Literal[False] = False,
+                     augment: str = "sky", seed: int = 0,
+                     cache_dir: str | Path | None = None) -> EvalTransform: ...
+
+
+@overload
+def create_transform(preprocess: Preprocess, *, training: Literal[True], augment: str = "sky",
+                     seed: int = 0, cache_dir: str | Path | None = None) -> TrainTransform: ...
+
+
+def create_transform(preprocess: Preprocess, *, training: bool = False, augment: str = "sky",
+                     seed: int = 0, cache_dir: str | Path | None = None
+                     ) -> EvalTransform | TrainTransform:
+    """The one factory of file -> model input transforms (as timm's ``create_transform``).
+
+    Args:
+        preprocess: what the backbone expects (saved with every model).
+        training: the augmented training transform (called with ``(path, (epoch,
+            index))``) instead of the evaluation transform (called with a path).
+        augment: the training augmentation preset (:data:`AUGMENT_PRESETS`).
+        seed: with the epoch and image index, fixes every random draw of the augmentation.
+        cache_dir: keep the resized pixels of large files here between epochs.
+    """
+    folder = None if cache_dir is None else str(cache_dir)
+    if training:
+        return TrainTransform(preprocess, augment, seed, folder)
+    return EvalTransform(preprocess, folder)
 
 
 def tta_views(images: np.ndarray, preset: str) -> list[np.ndarray]:

@@ -1,1 +1,2 @@
-"""Backbones (timm, with weights that ship with the install) and the classifier around them."""
+"""Backbones (timm, with weights that ship with the install), the classifier around them,
+cached embeddings, ONNX export, and the runners that apply a model to decoded images."""

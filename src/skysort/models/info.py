@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skysort._version import __version__
 from skysort.data.transforms import Preprocess
-from skysort.errors import RunError
+from skysort.rundir import MODEL_FILE, MODEL_JSON, damaged, require
 from skysort.tasks import Task, task_from_dict
 
-MODEL_FILE = "model.safetensors"
-MODEL_JSON = "model.json"
+__all__ = ["MODEL_FILE", "MODEL_JSON", "ModelInfo", "read_model_info"]
 
 
 @dataclass
@@ -36,8 +36,6 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from skysort import __version__
-
         return {
             "skysort_version": __version__,
             "task": self.task.to_dict(),
@@ -70,16 +68,10 @@ class ModelInfo:
         )
 
 
-
 def read_model_info(run_dir: str | Path) -> ModelInfo:
     """Reads ``model.json`` from a run directory."""
-    path = Path(run_dir) / MODEL_JSON
-    if not path.is_file():
-        raise RunError(
-            f"{Path(run_dir)}: not a skysort run directory ({MODEL_JSON} is missing); "
-            "pass the folder that `skysort train` printed, e.g. runs/train"
-        )
+    path = require(run_dir, MODEL_JSON)
     try:
         return ModelInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"{path}: damaged or from an incompatible version ({exc})") from exc
+        raise damaged(path, exc) from exc

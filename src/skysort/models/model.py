@@ -8,7 +8,6 @@ identity of its starting weights, preprocessing, head, and the skysort version.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,13 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from skysort.errors import RunError
 from skysort.models.backbones import create_backbone
-from skysort.models.info import MODEL_FILE, MODEL_JSON, ModelInfo, read_model_info
+from skysort.models.info import ModelInfo, read_model_info
+from skysort.rundir import MODEL_FILE, MODEL_JSON, atomic_write, require
 from skysort.tasks import Task
 
-__all__ = ["MODEL_FILE", "MODEL_JSON", "ModelInfo", "Published", "SkyModel", "load_model",
-           "published_runner", "read_model_info", "save_model"]
+__all__ = ["ModelInfo", "Published", "SkyModel", "load_model", "published_runner",
+           "read_model_info", "save_model"]
 
 
 class SkyModel(nn.Module):
@@ -44,25 +43,14 @@ class SkyModel(nn.Module):
         return self.output(self.forward(images))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save_model(model: SkyModel, info: ModelInfo, run_dir: str | Path) -> None:
     """Writes ``model.safetensors`` and ``model.json`` into ``run_dir`` (atomically)."""
     from safetensors.torch import save
 
     run_dir = Path(run_dir)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write_bytes(run_dir / MODEL_FILE, save(state))
-    atomic_write_bytes(run_dir / MODEL_JSON,
-                       json.dumps(info.to_dict(), indent=2).encode("utf-8"))
+    atomic_write(run_dir / MODEL_FILE, save(state))
+    atomic_write(run_dir / MODEL_JSON, json.dumps(info.to_dict(), indent=2).encode("utf-8"))
 
 
 def load_model(run_dir: str | Path) -> tuple[SkyModel, ModelInfo]:
@@ -70,9 +58,7 @@ def load_model(run_dir: str | Path) -> tuple[SkyModel, ModelInfo]:
     from safetensors.torch import load_file
 
     info = read_model_info(run_dir)
-    weights = Path(run_dir) / MODEL_FILE
-    if not weights.is_file():
-        raise RunError(f"{weights}: weights file missing; the run may not have finished")
+    weights = require(run_dir, MODEL_FILE)
     backbone = create_backbone(info.backbone, weights="none",
                                input_size=info.preprocess.input_size)
     model = SkyModel(backbone.model, info.num_features, info.task, dropout=info.dropout)
@@ -94,7 +80,7 @@ class Published(nn.Module):
 def published_runner(model: SkyModel, device: torch.device | str = "cpu"
                      ) -> Callable[[np.ndarray], np.ndarray]:
     """The model's published outputs as a function of a float32 NCHW array (torch)."""
-    from skysort.embeddings import torch_runner
+    from skysort.models.embeddings import torch_runner
 
     run = torch_runner(Published(model), device)
     return lambda images: run(torch.from_numpy(images))

@@ -1,0 +1,90 @@
+"""Scoring a model on labelled images: the one function that training (on its test split)
+and ``skysort evaluate`` (on any split or data) both call.
+
+:func:`score_images` runs the model over the images (each file counted once), computes
+the metrics of the task's kind beside their baseline (:mod:`skysort.evaluation.metrics`),
+and writes them as JSON with one row per image beside it (``<name>_predictions.csv``:
+path, truth, prediction, outputs, and why a file could not be read).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from skysort.data.sources import LabeledImages, first_occurrences
+from skysort.evaluation.metrics import task_metrics, write_metrics
+from skysort.models.info import ModelInfo
+from skysort.models.runners import model_outputs
+from skysort.tasks import Task
+
+if TYPE_CHECKING:
+    import torch
+
+    from skysort.models.model import SkyModel
+
+
+def predictions_path(metrics_path: Path) -> Path:
+    """Where the per-image rows of a metrics file go: ``metrics.json`` ->
+    ``metrics_predictions.csv``."""
+    return metrics_path.with_name(metrics_path.stem + "_predictions.csv")
+
+
+def score_images(model: SkyModel, info: ModelInfo, labeled: LabeledImages, output: Path, *,
+                 used: str, threshold: float, derived_thresholds: Sequence[float],
+                 cache_dir: str | Path | None = None, workers: int | None = None,
+                 device: torch.device | str = "cpu", tta: bool = False) -> dict[str, Any]:
+    """Scores ``model`` on ``labeled``, writes ``output`` and its per-image CSV.
+
+    Args:
+        used: which images these are (``test``, ``val``, ``all``...), recorded as ``split``.
+        threshold: the binary decision threshold.
+        derived_thresholds: Galaxy Zoo derived-class thresholds.
+        tta: average the outputs over the test-time views of the run's augmentation.
+
+    Returns:
+        The metrics (beside the baseline, with warnings), as written to ``output``.
+    """
+    keep = first_occurrences(labeled.paths)
+    if len(keep) < len(labeled):
+        labeled = labeled.subset(keep)
+    outputs, bad = model_outputs(model, info, labeled.paths, cache_dir=cache_dir,
+                                 workers=workers, device=device, tta=tta)
+    good = np.array([i for i in range(len(labeled)) if i not in bad], dtype=np.int64)
+    metrics = task_metrics(info.task, labeled.targets[good], outputs[good], threshold=threshold,
+                           derived_thresholds=derived_thresholds)
+    metrics["split"] = used
+    metrics["tta"] = tta
+    metrics["data"] = str(labeled.root)
+    metrics["unreadable_files"] = {labeled.relpath(labeled.paths[i]): r for i, r in bad.items()}
+    write_metrics(output, metrics)
+    write_image_rows(predictions_path(output), labeled, outputs, bad, info.task,
+                     metrics.get("threshold", 0.5))
+    return metrics
+
+
+def write_image_rows(path: Path, labeled: LabeledImages, outputs: np.ndarray,
+                     bad: dict[int, str], task: Task, threshold: float = 0.5) -> None:
+    """One row per evaluated image: path, truth, prediction, outputs, error."""
+    names = task.output_names
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        single = task.single_label
+        head = ["path", "true", "predicted"] if single else ["path"]
+        writer.writerow([*head, *names, *([] if single else [f"true_{c}" for c in names]),
+                         "error"])
+        for i, p in enumerate(labeled.paths):
+            rel = labeled.relpath(p)
+            values = ["" if i in bad else f"{v:.8f}" for v in outputs[i]]
+            if single:
+                truth = task.classes[int(labeled.targets[i])]
+                pred = "" if i in bad else \
+                    task.classes[int(task.predicted_class(outputs[i:i + 1], threshold)[0])]
+                writer.writerow([rel, truth, pred, *values, bad.get(i, "")])
+            else:
+                writer.writerow([rel, *values, *(f"{v:.8f}" for v in labeled.targets[i]),
+                                 bad.get(i, "")])

@@ -1,0 +1,184 @@
+"""Backbone embeddings, computed once per image and cached on disk.
+
+With a frozen backbone, training only needs each image's pooled features. They are
+stored in an SQLite file per *embedding key* (backbone name, weights identity,
+preprocessing), indexed by the SHA-256 of the image file's content, so
+
+* a second run on the same data skips the backbone entirely;
+* renaming or moving files keeps their cache entries; editing a file invalidates its own.
+
+The cache lives in ``$SKYSORT_CACHE`` or ``~/.cache/skysort`` unless a folder is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from skysort.data.loader import image_loader
+from skysort.data.transforms import Preprocess, create_transform
+
+#: Bumped when the way embeddings are computed changes, to retire old cache entries.
+EMBEDDING_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$SKYSORT_CACHE``, else ``$XDG_CACHE_HOME/skysort``, else ``~/.cache/skysort``."""
+    if os.environ.get("SKYSORT_CACHE"):
+        return Path(os.environ["SKYSORT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "skysort"
+
+
+def embedding_key(backbone: str, weights_id: str, preprocess: Preprocess) -> str:
+    """A short hash naming everything that decides an image's embedding."""
+    spec = json.dumps({"backbone": backbone, "weights": weights_id,
+                       "preprocess": preprocess.to_dict(), "version": EMBEDDING_VERSION},
+                      sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()[:20]
+
+
+def content_hash(path: Path) -> str | None:
+    """SHA-256 of a file's bytes, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+class EmbeddingCache:
+    """Float32 vectors by content hash, in one SQLite file per embedding key."""
+
+    def __init__(self, cache_dir: str | Path | None, key: str) -> None:
+        folder = Path(cache_dir) if cache_dir else default_cache_dir()
+        folder = folder / "embeddings"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{key}.sqlite"
+        self._db = sqlite3.connect(self.path, timeout=60)
+        self._db.execute("CREATE TABLE IF NOT EXISTS emb (hash TEXT PRIMARY KEY, vec BLOB)")
+
+    def get_many(self, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = sorted(set(hashes))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT hash, vec FROM emb WHERE hash IN ({','.join('?' * len(chunk))})", chunk)
+            for h, blob in rows:
+                found[h] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO emb (hash, vec) VALUES (?, ?)",
+                [(h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items.items()])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def torch_runner(model: torch.nn.Module, device: torch.device | str = "cpu"
+                 ) -> Callable[[torch.Tensor], np.ndarray]:
+    """Wraps a torch module as images -> float32 array, channels-last, no autograd."""
+    model.eval().to(device)
+    model.to(memory_format=torch.channels_last)
+
+    def run(images: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            x = images.to(device).contiguous(memory_format=torch.channels_last)
+            return model(x).float().cpu().numpy()
+
+    return run
+
+
+def backbone_runner(model: torch.nn.Module, preprocess: Preprocess, key: str,
+                    cache_dir: str | Path | None, device: torch.device | str,
+                    engine: str = "auto") -> Callable[[torch.Tensor], np.ndarray]:
+    """The backbone as a function; ``engine="auto"`` picks ONNX Runtime on a CPU (several
+    times faster than eager torch) and torch on an accelerator."""
+    if engine == "onnx" or (engine == "auto" and torch.device(device).type == "cpu"):
+        from skysort.models.onnx import cached_backbone_session
+
+        folder = Path(cache_dir) if cache_dir else default_cache_dir()
+        return cached_backbone_session(model, preprocess.input_size, key, folder)
+    return torch_runner(model, device)
+
+
+def compute_embeddings(run: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
+                       paths: Sequence[Path], *, batch_size: int = 32,
+                       workers: int | None = None, desc: str = "embedding",
+                       ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Runs a backbone over image files, decoding them in worker processes.
+
+    Args:
+        run: images ``(b, 3, h, w)`` -> features ``(b, d)``; see :func:`backbone_runner`.
+
+    Returns:
+        ``(embeddings, bad)``: the vector for each readable file's index, and the reason
+        for each unreadable one.
+    """
+    out: dict[int, np.ndarray] = {}
+    bad: dict[int, str] = {}
+    if not paths:
+        return out, bad
+    loader = image_loader(paths, create_transform(preprocess), batch_size=batch_size,
+                          workers=workers)
+    with tqdm(total=len(paths), desc=desc, unit="img", dynamic_ncols=True) as bar:
+        for index, images, errors in loader:
+            for i, reason in errors:
+                bad[i] = reason
+            if images is not None:
+                for i, f in zip(index.tolist(), run(images), strict=True):
+                    out[i] = f
+            bar.update(len(index) + len(errors))
+    return out, bad
+
+
+def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
+                      paths: Sequence[Path], *, cache_dir: str | Path | None = None,
+                      batch_size: int = 32, workers: int | None = None,
+                      device: torch.device | str = "cpu", engine: str = "auto",
+                      ) -> tuple[np.ndarray, dict[int, str]]:
+    """Embeddings of ``paths``, reading the cache first and filling it after.
+
+    Returns:
+        ``(features, bad)``: a ``(len(paths), d)`` float32 array (rows of unreadable files
+        are zero) and the reason for each unreadable file's index.
+    """
+    cache = EmbeddingCache(cache_dir, key)
+    try:
+        hashes = [content_hash(p) for p in paths]
+        bad = {i: "cannot read file" for i, h in enumerate(hashes) if h is None}
+        found = cache.get_many([h for h in hashes if h is not None])
+        todo = [i for i, h in enumerate(hashes) if h is not None and h not in found]
+        print(f"embeddings: {len(paths) - len(todo) - len(bad)} of {len(paths)} images read "
+              f"from the cache, {len(todo)} to compute", file=sys.stderr)
+        fresh: dict[int, np.ndarray] = {}
+        fresh_bad: dict[int, str] = {}
+        if todo:
+            run = backbone_runner(model, preprocess, key, cache_dir, device, engine)
+            fresh, fresh_bad = compute_embeddings(run, preprocess, [paths[i] for i in todo],
+                                                  batch_size=batch_size, workers=workers)
+        new = {str(hashes[todo[j]]): v for j, v in fresh.items()}
+        cache.put_many(new)
+        found.update(new)
+        bad.update({todo[j]: why for j, why in fresh_bad.items()})
+    finally:
+        cache.close()
+    dim = next(iter(found.values())).shape[0] if found else 0
+    features = np.zeros((len(paths), dim), dtype=np.float32)
+    for i, h in enumerate(hashes):
+        if i not in bad and h is not None:
+            features[i] = found[h]
+    return features, bad

@@ -1,0 +1,212 @@
+"""Labelling new images with a trained run, at survey scale.
+
+``predict(RUN, inputs)`` streams the inputs (files, folders, globs, lists of paths,
+catalogues; :mod:`skysort.data.inputs`), decodes them in worker processes a few batches
+ahead of the model, runs the model (ONNX Runtime on a CPU by default, several times faster
+than eager torch; torch on a GPU), and writes each batch's rows as it finishes
+(:mod:`skysort.prediction.writers`): memory stays flat however many files there are, an unreadable
+file becomes an error row, and ``resume=True`` continues an interrupted run without
+losing or repeating a row.
+
+:class:`Predictor` is the same in Python, scikit-learn style (``classes_``,
+``predict_proba``, ``predict``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from skysort.data.inputs import expand_inputs
+from skysort.data.transforms import create_transform
+from skysort.device import auto_is_cpu, resolve_device
+from skysort.errors import ConfigError, DataError
+from skysort.models.info import read_model_info
+from skysort.models.runners import OnnxWorkerModel, Runner, iter_outputs
+from skysort.prediction.writers import Layout, Sink
+from skysort.rundir import PREDICTIONS
+from skysort.tasks import Task
+
+if TYPE_CHECKING:
+    from skysort.models.model import SkyModel
+
+ENGINES = ("auto", "onnx", "torch")
+
+
+def make_runner(predictor: Predictor, engine: str, device: str
+                ) -> tuple[str, Runner | OnnxWorkerModel]:
+    """(engine name, runner): the exported model under ONNX Runtime for ``onnx`` (``auto``
+    on a CPU), run inside the decoding processes; else the model in torch."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "onnx" or (engine == "auto" and auto_is_cpu(device)):
+        from skysort.models.export import onnx_for_run
+
+        return "onnx", OnnxWorkerModel(str(onnx_for_run(predictor.run)))
+    from skysort.models.model import published_runner
+
+    return "torch", published_runner(predictor.model, resolve_device(device))
+
+
+class Predictor:
+    """A trained model, ready to label image files.
+
+    Attributes:
+        classes_: class names (single-label tasks) or output column names (multi-label,
+            vote fractions); :meth:`predict_proba` columns follow this order.
+        engine: ``onnx`` or ``torch``, whichever runs the model.
+    """
+
+    def __init__(self, run: str | Path, *, engine: str = "auto", device: str = "auto",
+                 batch_size: int = 32, workers: int | None = None, tta: bool = False,
+                 threads: int | None = None) -> None:
+        """Args:
+            run: the run directory.
+            engine: ``auto`` (ONNX Runtime on a CPU, torch on a GPU), ``onnx`` or ``torch``.
+            workers: processes that decode (and, under ONNX Runtime, also run the model);
+                default one per core; 0 does everything in this process.
+            tta: average over the test-time views of the run's augmentation preset.
+            threads: ONNX Runtime threads when the model runs in this process
+                (``workers=0``); default every core.
+        """
+        self.run = Path(run)
+        self.info = read_model_info(self.run)
+        self.task = self.info.task
+        self.engine, self.runner = make_runner(self, engine, device)
+        self.batch_size = batch_size
+        self.workers = workers
+        self.threads = threads
+        self.tta = str(self.info.extra.get("augment", "sky")) if tta else None
+
+    @cached_property
+    def model(self) -> SkyModel:
+        """The model in torch, loaded when first needed (ONNX Runtime needs only the
+        exported file)."""
+        from skysort.models.model import load_model
+
+        return load_model(self.run)[0]
+
+    @classmethod
+    def load(cls, run: str | Path, **kwargs: object) -> Predictor:
+        """Loads the model saved in a run directory."""
+        return cls(run, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def classes_(self) -> list[str]:
+        return list(self.task.classes)
+
+    @property
+    def single_label(self) -> bool:
+        return self.task.single_label
+
+    def iter_batches(self, paths: Iterable[Path]
+                     ) -> Iterator[tuple[list[Path], np.ndarray, dict[int, str]]]:
+        """``(paths, outputs, errors)`` per batch (:func:`~skysort.models.runners.iter_outputs`)."""
+        return iter_outputs(self.runner, create_transform(self.info.preprocess), paths,
+                            num_outputs=self.task.num_outputs, batch_size=self.batch_size,
+                            workers=self.workers, tta=self.tta, threads=self.threads)
+
+    def predict_outputs(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """The task's published outputs (for binary: P(positive)); NaN rows if unreadable."""
+        parts = [out for _, out, _ in self.iter_batches(Path(p) for p in paths)]
+        if not parts:
+            return np.zeros((0, self.task.num_outputs), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def predict_proba(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """Probabilities ``(n, len(classes_))``: one per class for single-label tasks, one
+        per output column otherwise (fractions for vote fractions); NaN rows for
+        unreadable files."""
+        outputs = self.predict_outputs(paths)
+        return self.task.class_probabilities(outputs) if self.single_label else outputs
+
+    def predict(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """Single-label: the predicted class per file (``""`` for unreadable files).
+        Multi-label: a 0/1 matrix at the run's threshold. Fractions: the fractions."""
+        outputs = self.predict_outputs(paths)
+        if not self.single_label:
+            return (outputs >= self.info.threshold).astype(np.int64) \
+                if self.task.kind == "multilabel" else outputs
+        ok = ~np.isnan(outputs).any(axis=1)
+        out = np.full(len(paths), "", dtype=object)
+        names = np.array(self.classes_, dtype=object)
+        out[ok] = names[self.task.predicted_class(outputs[ok], self.info.threshold)]
+        return out
+
+
+def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | None = None,
+            *, batch_size: int = 32, workers: int | None = None, device: str = "auto",
+            engine: str = "auto", top_k: int = 5, quiet: bool = False, tta: bool = False,
+            resume: bool = False, fmt: str | None = None, path_column: str = "path") -> Path:
+    """Labels every image named by ``inputs`` and writes the predictions file.
+
+    Args:
+        run: the run directory.
+        inputs: files, folders, glob patterns, text files of paths, CSV catalogues.
+        output: the file to write (``.csv``, or ``.parquet`` for a folder of Parquet
+            parts); by default ``RUN/predictions.csv``.
+        engine: ``auto`` (ONNX Runtime on a CPU, torch on a GPU), ``onnx`` or ``torch``.
+        top_k: for a single input image, how many classes to print.
+        tta: average over test-time augmentation views (rotations and flips).
+        resume: keep the rows an interrupted run already wrote and label only the rest.
+        fmt: ``csv`` or ``parquet`` (default: from the output's suffix).
+        path_column: the path column of a CSV catalogue input.
+
+    Returns:
+        The output path.
+    """
+    predictor = Predictor(run, engine=engine, device=device, batch_size=batch_size,
+                          workers=workers, tta=tta)
+    output = Path(output) if output else Path(run) / PREDICTIONS
+    layout = Layout(predictor.info)
+    sink = Sink(output, layout, fmt, resume=resume)
+    if sink.done and not quiet:
+        print(f"resuming: {len(sink.done)} input(s) already in {output}", file=sys.stderr)
+    todo = (p for p in expand_inputs(inputs, path_column) if layout.key(p) not in sink.done)
+    seen = 0
+    first: tuple[Path, np.ndarray | None, str] | None = None
+    try:
+        with tqdm(desc=f"predicting ({predictor.engine})", unit="img", dynamic_ncols=True,
+                  disable=quiet, mininterval=1) as bar:
+            for chunk, outputs, errors in predictor.iter_batches(todo):
+                for i, path in enumerate(chunk):
+                    bad = errors.get(i, "")
+                    sink.write(path, None if bad else outputs[i], bad)
+                    if first is None:
+                        first = (path, None if bad else outputs[i], bad)
+                sink.flush()
+                seen += len(chunk)
+                bar.update(len(chunk))
+    finally:
+        sink.close()
+    if seen == 0 and not sink.done:
+        raise DataError(f"no image files found in {', '.join(map(str, inputs))}")
+    if seen == 1 and first is not None and not quiet:
+        path, out, why = first
+        if out is None:
+            print(f"{path}: cannot read image: {why}", file=sys.stderr)
+        else:
+            print_top_k(path, out, predictor.task, top_k)
+    if sink.n_errors and not quiet:
+        where = sink.errors_path if layout.table else output
+        print(f"{sink.n_errors} file(s) could not be read; {where} gives the reasons",
+              file=sys.stderr)
+    return output
+
+
+def print_top_k(path: Path, outputs: np.ndarray, task: Task, k: int) -> None:
+    """Prints the ``k`` most probable classes (as TensorFlow's label_image does), or the
+    outputs of a multi-label or vote-fraction model."""
+    print(f"{path}:")
+    single = task.single_label
+    values = task.class_probabilities(outputs[None])[0] if single else outputs
+    names = task.classes if single else task.output_names
+    order = np.argsort(-values)[:k] if single else range(len(values))
+    for c in order:
+        print(f"  {names[c]:<24}{values[c]:.4f}")

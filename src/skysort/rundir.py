@@ -1,0 +1,103 @@
+"""The run directory: what a training run writes, under which names, and how.
+
+Every stage reads and writes a run through this module, so the names below are the
+only place a run's layout is spelled out::
+
+    runs/<name>/
+      config.yaml         CONFIG        resolved settings (reusable with --config)
+      model.safetensors   MODEL_FILE    all weights
+      model.json          MODEL_JSON    classes, backbone, preprocessing, skysort version
+      split.csv           SPLIT         path, id, label, split for every image
+      bad_files.csv       BAD_FILES     unreadable files and why
+      label_issues.csv    LABEL_ISSUES  table rows and files left out, and why
+      history.csv         HISTORY       per epoch: losses, validation scores, lr, time
+      metrics.json        METRICS       test metrics beside the baseline, and warnings
+      metrics_predictions.csv           per-image outputs of that evaluation
+      training_curves.png CURVES_PNG
+      confusion_matrix.png CONFUSION_PNG
+      model.onnx          ONNX_FILE     the exported model (``skysort export``)
+      predictions.csv     PREDICTIONS   default output of ``skysort predict``
+      weights/            WEIGHTS_DIR   last.safetensors (resumable), best.safetensors
+      tensorboard/        TENSORBOARD   event files
+
+Files are written whole or not at all (:func:`atomic_write`): a crash or ``kill -9``
+leaves the previous version or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from skysort.errors import RunError
+
+CONFIG = "config.yaml"
+MODEL_FILE = "model.safetensors"
+MODEL_JSON = "model.json"
+SPLIT = "split.csv"
+BAD_FILES = "bad_files.csv"
+LABEL_ISSUES = "label_issues.csv"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+CURVES_PNG = "training_curves.png"
+CONFUSION_PNG = "confusion_matrix.png"
+ONNX_FILE = "model.onnx"
+PREDICTIONS = "predictions.csv"
+WEIGHTS_DIR = "weights"
+LAST_CHECKPOINT = "last.safetensors"
+BEST_CHECKPOINT = "best.safetensors"
+TENSORBOARD = "tensorboard"
+
+#: What a finished run holds, in the order README's "What a run directory holds" lists it.
+RUN_FILES = (CONFIG, MODEL_FILE, MODEL_JSON, SPLIT, BAD_FILES, LABEL_ISSUES, HISTORY,
+             METRICS, CURVES_PNG, CONFUSION_PNG, WEIGHTS_DIR, TENSORBOARD)
+
+
+def make_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:
+    """``project/name``, or ``name2``, ``name3`` ... when it exists (as Ultralytics does)."""
+    base = Path(project)
+    run_dir = base / name
+    number = 2
+    while run_dir.exists() and not exist_ok:
+        run_dir = base / f"{name}{number}"
+        number += 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
+    """``RUN/weights/last.safetensors`` (or ``best.safetensors``)."""
+    return Path(run_dir) / WEIGHTS_DIR / which
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file, fsync and rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def require(run_dir: str | Path, name: str) -> Path:
+    """``RUN/name``, or a :class:`RunError` that says what is missing and what to pass."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory; pass the folder that "
+                       "`skysort train` printed, e.g. runs/train")
+    path = run_dir / name
+    if not path.exists():
+        if name == MODEL_JSON:
+            raise RunError(f"{run_dir}: not a skysort run directory ({MODEL_JSON} is missing); "
+                           "pass the folder that `skysort train` printed, e.g. runs/train")
+        raise RunError(f"{path}: missing; the run may not have finished (train it again, or "
+                       f"continue it with skysort train --resume {run_dir})")
+    return path
+
+
+def damaged(path: str | Path, why: object) -> RunError:
+    """The error for a run file that exists but cannot be used."""
+    return RunError(f"{path}: damaged or from an incompatible skysort version ({why}); "
+                    "train the run again")

@@ -1,0 +1,1 @@
+"""Simulated survey galaxies (GalSim) for tests, benchmarks and ``skysort demo``."""

@@ -1,0 +1,294 @@
+"""Training, top to bottom: ``train(DATA)``.
+
+It reads the dataset and splits it, builds the backbone, computes (or reads from the
+cache) every image's embedding, and trains in up to two stages with one loop
+(:mod:`skysort.training.stages`, :mod:`skysort.training.loop`): the head on cached
+embeddings, then, when ``finetune`` asks for it, the network on augmented images. It
+keeps the best validation epoch's weights, scores them on the test split beside the
+baseline (:func:`skysort.evaluation.scoring.score_images`, as ``skysort evaluate`` does),
+and writes the run directory (:mod:`skysort.rundir`).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from skysort.config import TrainConfig
+from skysort.data.dataset import choose_task_kind, open_dataset
+from skysort.data.sources import LabeledImages, first_occurrences
+from skysort.data.split import read_split_csv, split_by_hash, write_split_csv
+from skysort.data.tables import summarize_issues, write_label_issues
+from skysort.device import resolve_device
+from skysort.errors import ConfigError, DataError, RunError
+from skysort.evaluation.metrics import format_metrics
+from skysort.evaluation.plots import plot_confusion, plot_history
+from skysort.evaluation.scoring import score_images
+from skysort.models.backbones import create_backbone, native_input_size
+from skysort.models.embeddings import cached_embeddings, embedding_key
+from skysort.models.model import ModelInfo, SkyModel, save_model
+from skysort.rundir import (
+    BAD_FILES,
+    BEST_CHECKPOINT,
+    CONFIG,
+    CONFUSION_PNG,
+    CURVES_PNG,
+    HISTORY,
+    LABEL_ISSUES,
+    LAST_CHECKPOINT,
+    METRICS,
+    SPLIT,
+    TENSORBOARD,
+    checkpoint_path,
+    make_run_dir,
+)
+from skysort.tasks import Task, make_task
+from skysort.training.checkpoint import load_checkpoint, read_state
+from skysort.training.distributed import Distributed
+from skysort.training.loop import log_row
+from skysort.training.stages import (
+    choose_input_size,
+    finetune_plan,
+    finetune_stage,
+    head_stage,
+    seed_everything,
+    unfreeze,
+)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    bad_files: dict[str, str] = field(default_factory=dict)
+    #: False in every process of a distributed run but the first, which alone saves the
+    #: model and evaluates it (``metrics`` is empty in the others).
+    main: bool = True
+
+
+def write_bad_files(path: Path, data: LabeledImages, bad: Mapping[int, str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "reason"])
+        for i in sorted(bad):
+            writer.writerow([data.relpath(data.paths[i]), bad[i]])
+
+
+# -- the whole run --------------------------------------------------------------------------
+
+
+def train(data: str | Path | LabeledImages | None = None, config: TrainConfig | None = None,
+          *, resume: str | Path | None = None, **overrides: Any) -> TrainResult:
+    """Trains a model on ``data`` and writes a run directory.
+
+    Args:
+        data: a class-folder tree (or one split into train/val/test), a folder with a
+            label file, a CSV table, or :class:`~skysort.data.sources.LabeledImages`;
+            defaults to ``config.data``.
+        config: the settings; defaults to ``TrainConfig()``.
+        resume: a run directory to continue from its last checkpoint (its own settings
+            are used; ``data`` and ``config`` must not be given).
+        **overrides: settings to change, e.g. ``epochs=50, name="mars", labels="t.csv"``.
+
+    Returns:
+        The run directory, test metrics, per-epoch history and the unreadable files.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if data is not None or config is not None or overrides:
+            raise ConfigError(f"{run_dir}: a resumed run keeps its own data and settings "
+                              f"({CONFIG}); give resume= alone")
+        if not (run_dir / CONFIG).is_file():
+            raise RunError(f"{run_dir}: nothing to resume ({CONFIG} is missing)")
+        cfg = TrainConfig.from_yaml(run_dir / CONFIG)
+    else:
+        # Training works on its own copy: the caller's config is never changed, so a second
+        # run with the same object starts from the same settings.
+        cfg = (config or TrainConfig()).updated(overrides)
+        if data is not None and not isinstance(data, LabeledImages):
+            cfg.data = str(data)
+    device = resolve_device(cfg.device)
+    ddp = Distributed.from_env(device)  # launched by torchrun: one of several processes
+    try:
+        with ddp.quiet_unless_main():
+            return _train(data, cfg, None if resume is None else Path(resume),
+                          ddp.device(device), ddp)
+    finally:
+        ddp.close()
+
+
+def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Path | None,
+           device: torch.device, ddp: Distributed) -> TrainResult:
+    seed_everything(cfg.seed)
+
+    # -- data ---------------------------------------------------------------------------
+    dataset = choose_task_kind(data, cfg.task) if isinstance(data, LabeledImages) else \
+        open_dataset(cfg.data_spec())
+    cfg.data_root = str(dataset.root)
+    splits = split_by_hash(dataset, cfg.split, cfg.seed)
+    if resume is None:
+        # Process 0 names the run directory (train, train2, ...); the others use its.
+        run_dir = Path(ddp.broadcast(str(make_run_dir(cfg.project, cfg.name, cfg.exist_ok))
+                                     if ddp.main else ""))
+        if ddp.main:
+            write_split_csv(run_dir / SPLIT, dataset, splits)
+    else:
+        run_dir = resume
+        if [r["split"] for r in read_split_csv(run_dir / SPLIT)] != splits:
+            raise RunError(f"{run_dir}: the data no longer splits as split.csv says; it "
+                           "changed since the run started, so it cannot be resumed")
+    if ddp.main:
+        write_label_issues(run_dir / LABEL_ISSUES, dataset.issues)
+    if dataset.issues:
+        print(f"left out while reading labels: {summarize_issues(dataset.issues)}; "
+              f"see {run_dir / LABEL_ISSUES}")
+    mode, stages = finetune_plan(cfg.finetune, splits.count("train"))
+
+    # -- backbone and embeddings ----------------------------------------------------------
+    cfg.input_size = choose_input_size(cfg, dataset, native_input_size(cfg.backbone), mode)
+    if ddp.main:
+        cfg.save(run_dir / CONFIG)
+    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.input_size, cfg.center_fraction)
+    key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
+    with ddp.main_first():  # the others then read the embeddings from the cache
+        features, bad = cached_embeddings(backbone.model, backbone.preprocess, key,
+                                          dataset.paths, cache_dir=cfg.cache_dir,
+                                          workers=cfg.workers, device=device)
+    if ddp.main:
+        write_bad_files(run_dir / BAD_FILES, dataset, bad)
+    if bad:
+        print(f"skipped {len(bad)} unreadable file(s); see {run_dir / BAD_FILES}")
+    part = split_indices(dataset, splits, bad)
+    targets = dataset.targets
+    task = make_task(dataset.task, dataset.classes, dataset.schema)
+    task.fit_statistics(targets[part["train"]])
+    _check_trainable(dataset, task, part)
+    plan = "head only" if mode == "head" else \
+        f"head, then fine-tuning ({'all layers' if mode == 'full' else f'last {stages} stages'}, " \
+        f"{cfg.input_size} px, augment={cfg.augment})"
+    if ddp.enabled and mode != "head":
+        plan += f"; distributed over {ddp.describe()}, " \
+                f"{len(part['train']) // ddp.world_size} training images each per epoch"
+    print(f"task: {task.kind} ({len(task.classes)} "
+          f"{'classes' if task.single_label else 'outputs'}); images: train "
+          f"{len(part['train'])}, val {len(part['val'])}, test {len(part['test'])}; {plan}")
+
+    # -- training -------------------------------------------------------------------------
+    # Seeded again here: whether embeddings came from the cache or were computed (which
+    # draws random numbers) must not change the head's initial weights or its dropout.
+    seed_everything(cfg.seed)
+    model = SkyModel(backbone.model, backbone.num_features, task, dropout=cfg.dropout)
+    writer = _tensorboard(run_dir) if ddp.main else None
+    log = log_row(writer)
+    last = checkpoint_path(run_dir, LAST_CHECKPOINT)
+    resumable = resume is not None and last.is_file() and read_state(last).get("stage") == \
+        "finetune"
+    history: list[dict[str, Any]] = []
+    if not resumable:
+        history = head_stage(model, task, features, targets, part, cfg, log).history
+    interrupted = False
+    if mode != "head":
+        unfreeze(model, mode, stages)
+        try:
+            history = finetune_stage(model, backbone.preprocess, task, dataset, part, cfg, device,
+                                     run_dir, log, resumable, history, ddp).history
+        except KeyboardInterrupt:
+            interrupted = True
+            print(f"\ninterrupted: the last finished epoch is saved in {last}; continue with "
+                  f"skysort train --resume {run_dir}", file=sys.stderr)
+            best = checkpoint_path(run_dir, BEST_CHECKPOINT)
+            if best.is_file():
+                history = read_state(last)["history"] if last.is_file() else history
+                load_checkpoint(best, model, restore_rng=False)
+    if not ddp.main:  # the first process saves and evaluates the model
+        if interrupted:
+            raise KeyboardInterrupt
+        return TrainResult(run_dir=run_dir, metrics={}, history=history, main=False)
+    _write_history(run_dir / HISTORY, history)
+    plot_history(history, run_dir / CURVES_PNG)
+    if writer is not None:
+        writer.close()
+
+    info = ModelInfo(task=task, backbone=backbone.name, weights_id=backbone.weights_id,
+                     num_features=backbone.num_features, preprocess=backbone.preprocess,
+                     dropout=cfg.dropout, frozen_backbone=mode == "head",
+                     id_column=dataset.id_column, target_columns=dataset.target_columns,
+                     threshold=cfg.threshold,
+                     extra={"balance": cfg.balance, "finetune": cfg.finetune,
+                            "augment": cfg.augment, "embedding_key": key})
+    model.to("cpu")
+    save_model(model, info, run_dir)
+    if interrupted:
+        raise KeyboardInterrupt
+
+    # -- test --------------------------------------------------------------------------------
+    eval_split = "test" if len(part["test"]) else "val"
+    metrics = score_images(model, info, dataset.subset(part[eval_split]), run_dir / METRICS,
+                           used=eval_split, threshold=cfg.threshold,
+                           derived_thresholds=cfg.derived_thresholds, cache_dir=cfg.cache_dir,
+                           workers=cfg.workers, device=device)
+    plot_confusion(metrics, run_dir / CONFUSION_PNG)
+    print(format_metrics(metrics, title=f"{eval_split} split: {metrics['n']} images"))
+    return TrainResult(run_dir=run_dir, metrics=metrics, history=history,
+                       bad_files={dataset.relpath(dataset.paths[i]): r for i, r in bad.items()})
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        return None
+    return SummaryWriter(str(run_dir / TENSORBOARD))
+
+
+def split_indices(data: LabeledImages, splits: list[str], bad: Mapping[int, str]
+                  ) -> dict[str, np.ndarray]:
+    """Readable images per split. Training keeps repeated rows as the data gives them (a
+    label file may repeat rare classes to up-sample them); validation and test count each
+    file once."""
+    out = {}
+    for name in ("train", "val", "test"):
+        index = [i for i, s in enumerate(splits) if s == name and i not in bad]
+        if name != "train":
+            index = [index[j] for j in first_occurrences([data.paths[i] for i in index])]
+        out[name] = np.array(index, dtype=np.int64)
+    return out
+
+
+def _check_trainable(data: LabeledImages, task: Task, part: Mapping[str, np.ndarray]) -> None:
+    if task.single_label:
+        missing = [c for c, n in zip(task.classes, task.train_counts, strict=True) if n == 0]
+        if missing:
+            raise DataError(
+                f"{data.root}: no readable training images for class(es) {missing}; "
+                "check bad_files.csv and add images"
+            )
+    if len(part["train"]) == 0:
+        raise DataError(f"{data.root}: no readable training images")
+    if len(part["val"]) == 0:
+        raise DataError(
+            f"{data.root}: the validation split is empty; give a val fraction above 0 "
+            "or a val/ folder"
+        )
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    if not history:
+        return
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)

@@ -1,0 +1,83 @@
+"""The recipe as a caller sees it: the caller's settings are never changed behind its
+back, and a resumed run takes no other settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skysort import ImageClassifier
+from skysort.cli import main
+from skysort.config import TrainConfig
+from skysort.errors import ConfigError
+from skysort.training.recipe import train
+from tests.conftest import write_color_folders
+
+
+@pytest.mark.slow
+def test_training_leaves_the_callers_config_as_it_was(tmp_path: Path) -> None:
+    first = write_color_folders(tmp_path / "first", per_class=8, size=32,
+                                classes=("red", "blue"))
+    second = write_color_folders(tmp_path / "second", per_class=8, size=32,
+                                 classes=("red", "green"))
+    cfg = TrainConfig(project=str(tmp_path / "runs"), epochs=3, finetune="head")
+    before = cfg.to_dict()
+    one = train(first, cfg)
+    assert cfg.to_dict() == before  # no input_size, data or data_root written into it
+    two = train(second, cfg)
+    assert cfg.to_dict() == before
+    saved = [TrainConfig.from_yaml(r.run_dir / "config.yaml") for r in (one, two)]
+    assert [s.data for s in saved] == [str(first), str(second)]
+    assert [s.input_size for s in saved] == [224, 224]  # resolved in the run's own copy
+    assert one.metrics["classes"] == ["blue", "red"]
+    assert two.metrics["classes"] == ["green", "red"]
+
+
+def _squares(root: Path, size: int, n: int = 8) -> tuple[list[Path], list[str]]:
+    rng = np.random.default_rng(size)
+    paths, labels = [], []
+    for i in range(n):
+        label = ("bright", "dark")[i % 2]
+        level = 200 if label == "bright" else 50
+        pixels = np.clip(level + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+        root.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / f"{i}.png")
+        paths.append(root / f"{i}.png")
+        labels.append(label)
+    return paths, labels
+
+
+@pytest.mark.slow
+def test_a_second_fit_chooses_its_own_input_size(tmp_path: Path) -> None:
+    """Fine-tuning fits the input size to the data; a second fit of the same estimator on
+    larger images used to inherit the first fit's size."""
+    model = ImageClassifier(finetune="full", finetune_epochs=1, epochs=2,
+                            project=str(tmp_path / "runs"), workers=0, split=(0.5, 0.5, 0.0))
+    model.fit(*_squares(tmp_path / "small", 40))
+    small = TrainConfig.from_yaml(model.run_dir_ / "config.yaml").input_size
+    model.fit(*_squares(tmp_path / "large", 200))
+    large = TrainConfig.from_yaml(model.run_dir_ / "config.yaml").input_size
+    assert (small, large) == (96, 192)
+    assert model.config.input_size is None
+
+
+@pytest.mark.parametrize("extra", [["epochs=3"], ["--epochs", "3"], ["DATA"],
+                                   ["--labels", "t.csv"], ["--config", "c.yaml"]])
+def test_resume_refuses_settings_it_would_drop(extra: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", *(["DATA"] if extra == ["DATA"] else []), "--resume", "runs/train",
+            *([] if extra == ["DATA"] else extra)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--resume continues a run with its own settings" in err
+    assert (extra[0] if extra != ["DATA"] else "DATA") in err.splitlines()[-1]
+
+
+def test_resume_in_python_refuses_other_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="give resume= alone"):
+        train(resume=tmp_path, epochs=3)
