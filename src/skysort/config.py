@@ -8,6 +8,7 @@ every run directory, and ``TrainConfig.from_yaml`` reads it back.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -20,6 +21,7 @@ import yaml
 
 from skysort.data.dataset import DataSpec
 from skysort.data.transforms import AUGMENT_PRESETS
+from skysort.device import check_device
 from skysort.errors import ConfigError
 from skysort.tasks import TASK_KINDS
 
@@ -118,8 +120,25 @@ class TrainConfig(DataSpec):
                 raise ConfigError(f"{key}={getattr(self, key)}: must not be negative")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout={self.dropout}: must lie in [0, 1)")
-        if self.input_size is not None and self.input_size < 32:
-            raise ConfigError(f"input_size={self.input_size}: use at least 32 pixels")
+        if self.input_size is not None and not 32 <= self.input_size <= 2048:
+            raise ConfigError(f"input_size={self.input_size}: use 32 to 2048 pixels")
+        for key in ("patience", "finetune_patience"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1 (epochs "
+                                  "without improvement before stopping)")
+        for key in ("seed", "warmup_epochs", "finetune_warmup_epochs"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be 0 or more")
+        for key in ("finetune_lr", "finetune_weight_decay"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must not be negative")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers={self.workers}: must be 0 or more (0: decode in this "
+                              "process; default one per core)")
+        if not all(0 < t < 1 for t in self.derived_thresholds):
+            raise ConfigError(f"derived_thresholds={list(self.derived_thresholds)}: each must "
+                              "lie strictly between 0 and 1")
+        check_device(self.device)
 
     # -- conversions ------------------------------------------------------------------
 
@@ -156,7 +175,7 @@ class TrainConfig(DataSpec):
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
             raise ConfigError(f"{path}: cannot read YAML ({exc})") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
@@ -192,7 +211,12 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _convert(key: str, value: Any, hint: Any) -> Any:
-    """Converts ``value`` to the annotated type ``hint`` or raises ConfigError."""
+    """Converts ``value`` to the annotated type ``hint`` or raises ConfigError.
+
+    Only conversions a person means are made: text to a number or a bool, a whole float
+    to an int. A bool is not a number (``epochs: true`` is an error, not one epoch), and
+    a list or mapping is never turned into text.
+    """
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -200,24 +224,44 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _convert(key, value, inner[0])
+    name = getattr(hint, "__name__", str(hint))
     try:
         if origin is tuple:
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split() if v]
-            return tuple(args[0](v) for v in value)
-        if hint is str and not isinstance(value, str):
+            if not isinstance(value, list | tuple):
+                raise TypeError(value)
+            return tuple(_convert(key, v, args[0]) for v in value)
+        if isinstance(value, list | tuple | dict | set) or value is None:
+            raise TypeError(value)
+        if hint is str:
+            if isinstance(value, bool):
+                raise TypeError(value)
             return str(value)
         if hint is bool:
-            if isinstance(value, str):
-                if value.lower() in ("true", "yes", "1", "on"):
-                    return True
-                if value.lower() in ("false", "no", "0", "off"):
-                    return False
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+                return value.lower() in _TRUE
+            raise TypeError(value)
+        if isinstance(value, bool):
+            raise TypeError(value)
+        if hint is int:
+            number = float(value)
+            if not math.isfinite(number) or not number.is_integer():
                 raise ValueError(value)
-            return bool(value)
-        if hint is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
+            return int(number)
+        if hint is float:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         return hint(value)
-    except (TypeError, ValueError) as exc:
-        name = getattr(hint, "__name__", str(hint))
-        raise ConfigError(f"{key}={value!r}: expected {name}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"{key}={value!r}: expected {_KIND_NAMES.get(name, name)}") from exc
+
+
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_FALSE = frozenset({"false", "no", "0", "off"})
+_KIND_NAMES = {"int": "int (a whole number)", "float": "float (a number)",
+               "bool": "bool (true or false)", "str": "str (text)"}

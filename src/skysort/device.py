@@ -7,8 +7,11 @@ Runtime on a machine without a GPU never pays for importing it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from skysort.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -40,18 +43,42 @@ def gpu_present() -> bool:
                                           "/proc/driver/nvidia/version"))
 
 
+#: Device names skysort accepts: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, ``mps``.
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a device skysort can run on, else a ConfigError saying which are."""
+    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
+        raise ConfigError(f"device={name!r}: must be auto, cpu, cuda, cuda:N (a GPU by "
+                          "number) or mps")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto``: a CUDA (or ROCm) GPU when torch sees one, else the CPU."""
+    """``auto``: a CUDA (or ROCm) GPU when torch sees one, else the CPU. A GPU that was
+    asked for by name and is not there is a ConfigError, not a crash halfway."""
     import torch
 
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if gpu_present() and torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(f"device={name!r}: this machine has {count} CUDA GPU(s) that "
+                              "torch can use; pass device=auto or cpu")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name!r}: Apple's MPS is not available here; pass "
+                          "device=auto or cpu")
+    return device
 
 
 def auto_is_cpu(name: str) -> bool:
     """Whether device ``name`` is (or ``auto`` resolves to) the CPU, importing torch only
     when a GPU may be present."""
+    check_device(name)
     if name == "cpu" or (name == "auto" and not gpu_present()):
         return True
     return resolve_device(name).type == "cpu"

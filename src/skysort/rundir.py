@@ -28,8 +28,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from skysort.errors import RunError
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG = "config.yaml"
 MODEL_FILE = "model.safetensors"
@@ -101,3 +105,50 @@ def damaged(path: str | Path, why: object) -> RunError:
     """The error for a run file that exists but cannot be used."""
     return RunError(f"{path}: damaged or from an incompatible skysort version ({why}); "
                     "train the run again")
+
+
+def what_file_is(path: str | Path) -> str:
+    """A few words on what a file that should be safetensors actually holds."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "an empty file"
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        return ("a pickle (torch.save); skysort never loads pickles, which can run code: "
+                "save the weights with safetensors.torch.save_file")
+    return "truncated, or another format"
+
+
+def read_safetensors(path: str | Path, tensors: bool = True
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (unless ``tensors=False``) and the metadata of a safetensors file.
+
+    A truncated file, a pickle saved under the name or anything else is a
+    :class:`RunError` that says which; nothing in the file is ever executed.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+            found = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types, torch others
+        raise damaged(path, f"not a whole safetensors file: {what_file_is(path)}") from exc
+    return found, meta
+
+
+def load_weights(module: Any, state: dict[str, Any], path: str | Path) -> None:
+    """``module.load_state_dict(state)``, or a :class:`RunError` when the weights in
+    ``path`` do not fit the model its run describes (files from two different runs)."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines()
+                 if "size mismatch" in line or "Missing key" in line or "Unexpected key" in line]
+        detail = (lines[0] if lines else str(exc).splitlines()[0])[:200]
+        raise RunError(f"{path}: these weights do not fit the model that {MODEL_JSON} beside "
+                       f"them describes ({detail}); the files come from different runs or "
+                       "one was replaced: train the run again") from exc

@@ -64,7 +64,25 @@ def test_16bit_png_is_scaled_by_its_own_range(tmp_path: Path) -> None:
     assert rgb.min() == 0 and rgb.max() == 255
 
 
-def test_16bit_tiff_and_float_tiff(tmp_path: Path) -> None:
+def test_16bit_grey_and_rgb_tiffs_are_scaled_by_their_own_range(tmp_path: Path) -> None:
+    import tifffile
+
+    grey = np.linspace(1000, 3000, 64, dtype=np.uint16).reshape(8, 8)
+    Image.fromarray(grey).save(tmp_path / "grey.tif")
+    rgb = np.zeros((8, 8, 3), dtype=np.uint16)
+    rgb[..., 0] = np.linspace(0, 4095, 64).reshape(8, 8)  # 12-bit data in 16-bit samples
+    rgb[..., 1] = 2048
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    out = np.asarray(load_image(tmp_path / "grey.tif"))[..., 0].astype(float)
+    np.testing.assert_allclose(out, np.rint((grey - 1000.0) / 2000.0 * 255), atol=1)
+    out = np.asarray(load_image(tmp_path / "rgb.tif")).astype(float)
+    # one range for all three channels, so colours keep their ratios
+    np.testing.assert_allclose(out[..., 0], np.rint(rgb[..., 0] / 4095 * 255), atol=1)
+    np.testing.assert_allclose(out[..., 1], round(2048 / 4095 * 255), atol=1)
+    assert out[..., 2].max() == 0
+
+
+def test_float_tiff_keeps_the_order_of_its_values(tmp_path: Path) -> None:
     data = np.linspace(-5.0, 7.0, 100, dtype=np.float32).reshape(10, 10)
     Image.fromarray(data, "F").save(tmp_path / "f.tif")
     rgb = np.asarray(load_image(tmp_path / "f.tif"))[..., 0]

@@ -72,3 +72,19 @@ def test_bad_schemas_are_config_errors(questions: list, match: str) -> None:
 def test_tree_output_refuses_columns_that_do_not_match() -> None:
     with pytest.raises(ConfigError, match="do not match"):
         TreeOutput(galaxy_zoo_schema(), ["Class1.1", "Class1.2"])
+
+
+def test_tree_errors_measure_how_far_a_row_breaks_the_tree() -> None:
+    schema = TreeSchema.from_dict({"questions": [
+        {"name": "q1", "answers": ["a", "b"], "parent": None},
+        {"name": "q2", "answers": ["c", "d"], "parent": "a"}]})
+    columns = ["a", "b", "c", "d"]
+    rows = np.array([[0.6, 0.4, 0.5, 0.1],    # obeys the tree
+                     [0.6, 0.6, 0.5, 0.1],    # q1 sums to 1.2: off by 0.2
+                     [0.7, 0.3, 0.2, 0.1],    # q2 sums to 0.3, its parent a is 0.7: 0.4
+                     [0.5, 0.5, 0.5, 0.5]])   # q2 sums to 1.0 against 0.5: 0.5
+    np.testing.assert_allclose(schema.tree_errors(rows, columns), [0.0, 0.2, 0.4, 0.5],
+                               atol=1e-12)
+    # column order is taken from `columns`, not assumed
+    np.testing.assert_allclose(schema.tree_errors(rows[:, ::-1], columns[::-1]),
+                               [0.0, 0.2, 0.4, 0.5], atol=1e-12)

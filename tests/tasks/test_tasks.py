@@ -124,3 +124,9 @@ def test_tasks_round_trip_through_model_json_dicts() -> None:
         make_task("binary", ["a", "b", "c"])
     with pytest.raises(ConfigError, match="not one of"):
         make_task("ranking", ["a"])
+
+
+def test_balanced_sampling_is_refused_without_one_class_per_image() -> None:
+    for task in (MultiLabelTask(classes=["x", "y"]), FractionsTask(classes=["a", "b"])):
+        with pytest.raises(ConfigError, match=r"balance=sampler.*balance=weights"):
+            task.sample_weights(np.zeros((4, 2)))

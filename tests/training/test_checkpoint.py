@@ -59,6 +59,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path: Path,
     model, optimizer, scheduler = _setup(0)
     path = tmp_path / "last.safetensors"
     save_checkpoint(path, model, optimizer, scheduler, {"epoch": 1})
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
 
     def crash(*args: object) -> None:
         raise OSError("power cut")
@@ -69,5 +70,10 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path: Path,
         save_checkpoint(path, model, optimizer, scheduler, {"epoch": 2})
     monkeypatch.undo()
     assert read_state(path) == {"epoch": 1}
-    fresh, _, _ = _setup(0)
-    load_checkpoint(path, fresh)  # still a whole, readable file
+    fresh, _, _ = _setup(1)
+    load_checkpoint(path, fresh)  # still a whole, readable file: epoch 1's weights
+    moved = False
+    for key, value in fresh.state_dict().items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+        moved |= not torch.equal(value, model.state_dict()[key])
+    assert moved  # the step after it changed the model, and none of that was saved

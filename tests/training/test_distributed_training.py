@@ -29,9 +29,10 @@ from tests.conftest import write_color_folders
 from tests.test_cli_end_to_end import read_csv, skysort
 
 #: Deterministic apart from the processes' float sums: no dropout, a plain mean loss
-#: (class weights make a weighted mean, whose halves do not average to the whole), fp32.
+#: (class weights make a weighted mean, whose halves do not average to the whole), fp32;
+#: and the CPU with gloo, so that a host with one GPU does not pick NCCL for two processes.
 SETTINGS = ["finetune=last:1", "finetune_epochs=3", "epochs=5", "input_size=32",
-            "workers=0", "dropout=0", "balance=none", "precision=fp32"]
+            "workers=0", "dropout=0", "balance=none", "precision=fp32", "device=cpu"]
 
 
 def test_shards_are_equal_disjoint_and_interleaved() -> None:
@@ -84,7 +85,9 @@ def test_two_processes_train_the_model_one_process_trains_with_twice_the_batch(
              if not torch.equal(a[f"backbone.{k}"], v)]
     assert tuned and all(k.startswith(("blocks.6", "conv_head", "bn2")) for k in tuned)
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
-    assert worst < 1e-4, worst  # float sums in another order; no step differs
+    # Float sums in another order (measured: 1.4e-6); a step with the wrong batch gives
+    # 2.8e-3. README says "to 1e-5".
+    assert worst < 1e-5, worst
     m1 = json.loads((single / "metrics.json").read_text())
     m2 = json.loads((ddp / "metrics.json").read_text())
     assert m1["n"] == m2["n"] > 0

@@ -81,3 +81,14 @@ def test_resume_refuses_settings_it_would_drop(extra: list[str],
 def test_resume_in_python_refuses_other_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="give resume= alone"):
         train(resume=tmp_path, epochs=3)
+
+
+@pytest.mark.slow
+def test_balanced_sampling_trains_on_an_imbalanced_set(tmp_path: Path) -> None:
+    data = write_color_folders(tmp_path / "data", per_class={"red": 40, "blue": 8, "green": 8},
+                               size=32)
+    result = train(data, project=str(tmp_path / "runs"), balance="sampler", epochs=20,
+                   finetune="head")
+    assert TrainConfig.from_yaml(result.run_dir / "config.yaml").balance == "sampler"
+    assert result.metrics["model"]["balanced_accuracy"] >= 0.9
+    assert not result.metrics["warnings"]

@@ -107,3 +107,27 @@ def choose_task_kind(data: LabeledImages, task: str) -> LabeledImages:
                           f"{data.classes}")
     data.task = task
     return data
+
+
+def check_two_classes(data: LabeledImages) -> None:
+    """A classifier needs two classes at least. With one, say what was found and what was
+    probably meant, instead of training a model that scores 1.000 beside a baseline of
+    1.000 (a Galaxy Zoo folder given without ``--labels`` reads as one class, "images")."""
+    if data.task not in SINGLE_LABEL_KINDS or len(data.classes) >= 2:
+        return
+    found = f"one class, {data.classes[0]!r} ({len(data)} images)" if data.classes else \
+        "no classes"
+    if data.id_column is not None:
+        raise DataError(f"{data.root}: the label column(s) {data.target_columns} hold {found}; "
+                        "a classifier needs at least two (vote fractions? give their columns "
+                        "with --targets)")
+    tables = sorted(p.name for p in Path(data.root).glob("*.csv")) if Path(data.root).is_dir() \
+        else []
+    if tables:
+        where = Path(data.root) / (data.classes[0] if data.classes else "")
+        raise DataError(f"{data.root}: found {found}; a classifier needs at least two. If "
+                        f"{tables[0]} holds the labels, pass it: skysort train {where} "
+                        f"--labels {Path(data.root) / tables[0]}")
+    raise DataError(f"{data.root}: found {found}; a classifier needs at least two: put each "
+                    "class's images in a folder of its own (DATA/<class>/*.jpg), or give a "
+                    "label table with --labels")

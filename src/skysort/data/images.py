@@ -6,7 +6,8 @@ One function, :func:`load_image`, turns a file into a ``PIL.Image`` in mode ``RG
 * Grayscale becomes three equal channels; palette and alpha images are composited onto
   black (the sky).
 * 16-bit and floating-point images are scaled by their own range, never truncated to
-  their low byte.
+  8 bits: grey ones through Pillow, RGB(A) ones (which Pillow would cut to their high
+  byte, turning 12-bit data nearly black) through tifffile and pypng.
 * FITS (``.fits``, ``.fit``, ``.fts``, optionally gzipped) through astropy: the first HDU
   with 2-D data (or a 3-plane cube, read as RGB); NaN and inf are replaced, and an asinh
   stretch over robust percentiles maps the data to display range.
@@ -17,6 +18,7 @@ callers can skip it, list it in ``bad_files.csv`` and go on.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +84,13 @@ def load_image(path: str | Path, min_size: int | None = None) -> Image.Image:
 T = TypeVar("T")
 
 
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's content, hex: what every cache of derived data is keyed by
+    (never a modification time, which a copy or a restored backup can fake)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def read_or_reason(read: Callable[[Path], T], path: str | Path) -> tuple[T | None, str]:
     """``(read(path), "")``, or ``(None, why)`` when the file cannot be read.
 
@@ -124,6 +133,8 @@ def _load_pil(path: Path, min_size: int | None) -> Image.Image:
                         f"{path}: {width}x{height} pixels is more than the {MAX_PIXELS:,} "
                         "that skysort reads safely; cut the image into tiles first"
                     )
+                if _deep_colour(img):
+                    return _load_deep(path, img.format)
                 if min_size and img.format == "JPEG":
                     img.draft("RGB", (min_size, min_size))
                 img.load()
@@ -131,11 +142,55 @@ def _load_pil(path: Path, min_size: int | None) -> Image.Image:
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
+        if image_suffix(path) in (".tif", ".tiff"):  # float RGB and other TIFFs Pillow lacks
+            return _load_deep(path, "TIFF")
         raise ImageError(f"{path}: not an image Pillow can identify") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path}: too many pixels to decode safely ({exc})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+
+
+def _deep_colour(img: Image.Image) -> bool:
+    """Whether ``img`` holds colour samples of more than 8 bits, which Pillow would cut to
+    8 (its RGB modes are 8-bit): a 16-bit RGB(A) TIFF or PNG."""
+    if img.format == "TIFF":
+        bits = getattr(img, "tag_v2", {}).get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return len(bits) >= 2 and max(bits) > 8
+    if img.format == "PNG":
+        return any(";16" in str(tile.args[0] if isinstance(tile.args, tuple) else tile.args)
+                   for tile in getattr(img, "tile", []))
+    return False
+
+
+def _load_deep(path: Path, fmt: str | None) -> Image.Image:
+    """A high-bit-depth colour image, scaled by its own range (all channels alike, so
+    colours keep their ratios); an alpha channel is composited onto black."""
+    try:
+        if fmt == "PNG":
+            import png
+
+            width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+            planes = int(info["planes"])
+            data = np.vstack([np.asarray(row, dtype=np.float64) for row in rows])
+            data = data.reshape(height, width, planes)
+            alpha_max = float(2 ** int(info["bitdepth"]) - 1)
+        else:
+            import tifffile
+
+            data = np.asarray(tifffile.imread(path), dtype=np.float64)
+            alpha_max = float(np.nanmax(data[..., -1])) if data.ndim == 3 else 1.0
+    except Exception as exc:  # the codecs raise many types for a damaged file
+        raise ImageError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3 or data.shape[-1] not in (1, 2, 3, 4):
+        raise ImageError(f"{path}: image data of shape {data.shape} is not grey, RGB or RGBA")
+    if data.shape[-1] in (2, 4):  # grey or colour with alpha: composite onto black
+        data = data[..., :-1] * (data[..., -1:] / max(alpha_max, 1e-12))
+    rgb = stretch_linear(data)
+    return Image.fromarray(np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -149,8 +204,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         gray = stretch_linear(np.asarray(img, dtype=np.float64))
         return Image.fromarray(gray).convert("RGB")
-    if img.mode == "P":
+    if img.mode == "P":  # palette PNGs and GIFs (the first frame of an animation)
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        if img.mode == "RGB":
+            return img
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
@@ -202,21 +259,25 @@ def _load_fits(path: Path) -> Image.Image:
     from astropy.io import fits
 
     try:
-        with fits.open(path, memmap=False) as hdus:
-            hdu = next((h for h in hdus if h.is_image and len(h.shape) >= 2), None)
-            if hdu is None:
-                raise ImageError(f"{path}: FITS file has no HDU with 2-D image data")
-            height, width = hdu.shape[-2:]  # from the header, before reading any data
-            if width * height > MAX_PIXELS:
-                raise ImageError(
-                    f"{path}: {width}x{height} pixels is more than the {MAX_PIXELS:,} that "
-                    "skysort reads safely; cut the image into tiles first"
-                )
-            data = np.squeeze(np.asarray(hdu.data, dtype=np.float64))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "may have been truncated": raised below
+            with fits.open(path, memmap=False) as hdus:
+                hdu = next((h for h in hdus if h.is_image and len(h.shape) >= 2), None)
+                if hdu is None:
+                    raise ImageError(f"{path}: FITS file has no HDU with 2-D image data")
+                height, width = hdu.shape[-2:]  # from the header, before reading any data
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{path}: {width}x{height} pixels is more than the {MAX_PIXELS:,} "
+                        "that skysort reads safely; cut the image into tiles first"
+                    )
+                data = np.squeeze(np.asarray(hdu.data, dtype=np.float64))
     except ImageError:
         raise
     except Exception as exc:  # astropy raises many types for a damaged file
         raise ImageError(f"{path}: cannot read FITS ({type(exc).__name__}: {exc})") from exc
+    if not np.isfinite(data).any():
+        raise ImageError(f"{path}: FITS data has no finite pixel values (all NaN or inf)")
     if data.ndim == 3 and data.shape[0] == 3:
         rgb = np.stack([stretch_asinh(plane) for plane in data], axis=-1)
     elif data.ndim == 2:

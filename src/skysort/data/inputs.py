@@ -59,7 +59,7 @@ def expand_inputs(inputs: Iterable[str | Path], path_column: str = "path") -> It
 
 
 def _read_list(path: Path) -> Iterator[Path]:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for line in fh:
             text = line.strip()
             if text and not text.startswith("#"):
@@ -67,7 +67,7 @@ def _read_list(path: Path) -> Iterator[Path]:
 
 
 def _read_catalogue(path: Path, column: str) -> Iterator[Path]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
         if column not in (reader.fieldnames or []):
             raise DataError(f"{path}: no path column {column!r} (columns: "

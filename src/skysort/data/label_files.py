@@ -104,7 +104,7 @@ def _read_lines(path: Path, fields: int) -> list[tuple[int, list[str]]]:
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     out = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for line, text in enumerate(fh, start=1):
             parts = text.split()
             if not parts:
@@ -121,7 +121,7 @@ def _read_classmap(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{path}: class map not found")
     names: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         for line, row in enumerate(csv.reader(fh), start=1):
             if not row or not "".join(row).strip():
                 continue
@@ -135,7 +135,7 @@ def _read_classmap(path: Path) -> dict[str, str]:
 def looks_like_label_file(path: Path) -> int:
     """2 or 3 for a ``filename class_id [set]`` file, else 0 (reads the first line)."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             first = next((ln for ln in fh if ln.strip()), "")
     except (OSError, UnicodeDecodeError):
         return 0

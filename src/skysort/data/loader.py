@@ -62,7 +62,10 @@ class EpochSampler(Sampler):
                  rank: int = 0, world_size: int = 1) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
         self.rank, self.world_size = rank, world_size
-        self.weights = None if weights is None else np.asarray(weights, float) / np.sum(weights)
+        # Normalised in float64: float32 weights summed in float32 miss 1 by enough for
+        # numpy's choice() to refuse them (a crash with a few thousand images).
+        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self.weights = None if w is None else w / w.sum()
 
     def __len__(self) -> int:
         return self.n // self.world_size

@@ -101,8 +101,22 @@ def first_occurrences(paths: Sequence[Path]) -> list[int]:
 
 
 def iter_image_files(folder: Path) -> Iterator[Path]:
-    """Image files under ``folder``, recursively, sorted, skipping hidden files and folders."""
+    """Image files under ``folder``, recursively, sorted, skipping hidden files and folders.
+
+    Symbolic links to folders are followed (data often lives on another disk), but no
+    folder is entered twice: a link back up the tree (``a/loop -> ..``) or a second link
+    to the same folder would list the same images again, in train and in test.
+    """
+    seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        try:
+            stat = os.stat(dirpath)
+        except OSError:
+            continue
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
         for name in sorted(filenames):
             if is_image_file(name):

@@ -31,7 +31,7 @@ MIN_PER_CLASS = 3
 
 def hash_unit(key: str, seed: int = 0) -> float:
     """A number in [0, 1) fixed by ``key`` and ``seed``, uniform over keys."""
-    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
@@ -101,7 +101,7 @@ def _ensure_each_split(codes: np.ndarray, members: np.ndarray, units: np.ndarray
 
 def write_split_csv(path: str | Path, data: LabeledImages, splits: Sequence[str]) -> None:
     """Writes ``split.csv``: relative path, id, label, split; one row per image."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "id", "label", "split"])
         for i, (p, s) in enumerate(zip(data.paths, splits, strict=True)):
@@ -121,7 +121,7 @@ def read_split_csv(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
         rows = list(csv.DictReader(fh))
     if rows and not {"path", "label", "split"} <= set(rows[0]):
         raise DataError(f"{path}: expected columns path, id, label, split")

@@ -19,6 +19,7 @@ issue: such a table cannot be trusted.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections import Counter, defaultdict
@@ -49,7 +50,7 @@ class LabelIssue:
 
 
 def write_label_issues(path: str | Path, issues: Sequence[LabelIssue]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.writer(fh)
         writer.writerow(["kind", "row", "id", "detail"])
         for issue in issues:
@@ -100,6 +101,15 @@ def check_inside(root: Path, rel: str, where: str) -> None:
                          "paths in a label table must stay inside the data root")
 
 
+def sniff_delimiter(text: str) -> str:
+    """The field separator of a CSV from its header line: ``,`` unless the header holds
+    more ``;`` (as spreadsheets in many locales write) or tabs."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
+
+
 def _number(text: str) -> float:
     t = text.strip()
     return math.nan if t.lower() in _NAN_TEXT else float(t)
@@ -131,13 +141,18 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
     folder = Path(images).expanduser().resolve() if images else table.parent
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found")
-    with open(table, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise LabelError(f"{table}: the table is empty") from None
-        rows = [(n, r) for n, r in enumerate(reader, start=2) if any(c.strip() for c in r)]
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"{table}: not UTF-8 text (byte {exc.start}); save the table as "
+                         "UTF-8 CSV") from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise LabelError(f"{table}: the table is empty") from None
+    rows = [(n, r) for n, r in enumerate(reader, start=2) if any(c.strip() for c in r)]
     id_column = id_column or header[0]
     if id_column not in header:
         raise LabelError(f"{table}: no id column {id_column!r}; columns are {header}")

@@ -36,7 +36,7 @@ from typing import Any, Literal, overload
 import numpy as np
 from PIL import Image
 
-from skysort.data.images import load_image
+from skysort.data.images import file_digest, load_image
 from skysort.errors import ConfigError
 
 _INTERPOLATIONS = {
@@ -208,14 +208,14 @@ class Preprocess:
         """
         path = Path(path)
         file = None
-        if cache_dir is not None:
-            stat = path.stat()
-            if stat.st_size >= RESIZED_CACHE_MIN_BYTES:
-                spec = f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{self.resize_size}|" \
-                       f"{self.center_fraction}|{self.interpolation}"
-                file = Path(cache_dir) / f"{hashlib.sha1(spec.encode()).hexdigest()}.npy"
-                if file.is_file():
-                    return Image.fromarray(np.load(file))
+        if cache_dir is not None and path.stat().st_size >= RESIZED_CACHE_MIN_BYTES:
+            spec = f"{file_digest(path)}|{self.resize_size}|{self.center_fraction}|" \
+                   f"{self.interpolation}"
+            file = Path(cache_dir) / f"{hashlib.sha256(spec.encode()).hexdigest()[:40]}.npy"
+            try:
+                return Image.fromarray(np.load(file, allow_pickle=False))
+            except (OSError, ValueError):  # not cached yet, or a damaged entry: decode
+                pass
         img = self.resize(self.center_cut(self.decode(path)))
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)

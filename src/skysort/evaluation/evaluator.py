@@ -17,7 +17,7 @@ from skysort.config import TrainConfig
 from skysort.data.dataset import DataSpec, open_dataset
 from skysort.data.sources import LabeledImages
 from skysort.data.split import read_split_csv
-from skysort.errors import DataError
+from skysort.errors import ConfigError, DataError
 from skysort.evaluation.scoring import score_images
 from skysort.rundir import CONFIG, METRICS, SPLIT, require
 from skysort.tasks import Task
@@ -105,6 +105,10 @@ def evaluate(run: str | Path, data: str | Path | DataSpec | None = None, *,
     from skysort.device import resolve_device
     from skysort.models.model import load_model
 
+    if threshold is not None and not 0 < threshold < 1:
+        raise ConfigError(f"threshold={threshold}: must lie strictly between 0 and 1")
+    if workers is not None and workers < 0:
+        raise ConfigError(f"workers={workers}: must be 0 or more")
     run_dir = Path(run)
     model, info = load_model(run_dir)
     cfg = TrainConfig.from_yaml(require(run_dir, CONFIG))

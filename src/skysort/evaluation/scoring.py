@@ -71,7 +71,7 @@ def write_image_rows(path: Path, labeled: LabeledImages, outputs: np.ndarray,
                      bad: dict[int, str], task: Task, threshold: float = 0.5) -> None:
     """One row per evaluated image: path, truth, prediction, outputs, error."""
     names = task.output_names
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.writer(fh)
         single = task.single_label
         head = ["path", "true", "predicted"] if single else ["path"]

@@ -17,8 +17,8 @@ an identifier of its weights (used to key the embedding cache).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from skysort.data.images import file_digest
 from skysort.data.transforms import Preprocess
 from skysort.errors import ModelError
 
@@ -51,6 +52,12 @@ class Backbone:
     preprocess: Preprocess
     weights_id: str
     num_features: int
+
+
+def installed_embedded() -> list[str]:
+    """The backbones of :data:`EMBEDDED_WEIGHTS` whose weights package is installed."""
+    return [name for name, (module, _) in EMBEDDED_WEIGHTS.items()
+            if importlib.util.find_spec(module) is not None]
 
 
 def list_backbones() -> list[str]:
@@ -83,25 +90,29 @@ def embedded_weights_file(name: str) -> Path:
     return Path(getattr(module, class_name).get_model_file_path())
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content, hex."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Reads a state dict from safetensors or a torch pickle (weights only)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path))
+        except Exception as exc:  # safetensors' own error types
+            raise ModelError(f"{path}: not a whole safetensors file ({type(exc).__name__}); "
+                             "write it again with safetensors.torch.save_file") from exc
+    try:
+        # A pickle can run code when it is loaded: torch's weights-only unpickler reads
+        # tensors and plain containers and refuses everything else.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+        raise ModelError(
+            f"{path}: refused: a pickle that holds more than tensors ({type(exc).__name__}); "
+            "skysort loads pickles only with torch.load(weights_only=True), since a pickle can "
+            "run code. Convert it where you trust it: safetensors.torch.save_file(state_dict, "
+            "'weights.safetensors')") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from skysort.data.images import file_digest
 from skysort.data.loader import image_loader
 from skysort.data.transforms import Preprocess, create_transform
 
@@ -50,8 +51,7 @@ def embedding_key(backbone: str, weights_id: str, preprocess: Preprocess) -> str
 def content_hash(path: Path) -> str | None:
     """SHA-256 of a file's bytes, or None when it cannot be read."""
     try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+        return file_digest(path)
     except OSError:
         return None
 

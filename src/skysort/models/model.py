@@ -17,7 +17,14 @@ from torch import nn
 
 from skysort.models.backbones import create_backbone
 from skysort.models.info import ModelInfo, read_model_info
-from skysort.rundir import MODEL_FILE, MODEL_JSON, atomic_write, require
+from skysort.rundir import (
+    MODEL_FILE,
+    MODEL_JSON,
+    atomic_write,
+    load_weights,
+    read_safetensors,
+    require,
+)
 from skysort.tasks import Task
 
 __all__ = ["ModelInfo", "Published", "SkyModel", "load_model", "published_runner",
@@ -54,15 +61,19 @@ def save_model(model: SkyModel, info: ModelInfo, run_dir: str | Path) -> None:
 
 
 def load_model(run_dir: str | Path) -> tuple[SkyModel, ModelInfo]:
-    """Rebuilds the model saved in ``run_dir``, in eval mode on the CPU."""
-    from safetensors.torch import load_file
+    """Rebuilds the model saved in ``run_dir``, in eval mode on the CPU.
 
+    Raises:
+        RunError: a file is missing, damaged, a pickle, or the weights do not fit the
+            model ``model.json`` describes.
+    """
     info = read_model_info(run_dir)
     weights = require(run_dir, MODEL_FILE)
+    state, _ = read_safetensors(weights)
     backbone = create_backbone(info.backbone, weights="none",
                                input_size=info.preprocess.input_size)
     model = SkyModel(backbone.model, info.num_features, info.task, dropout=info.dropout)
-    model.load_state_dict(load_file(str(weights)))
+    load_weights(model, state, weights)
     return model.eval(), info
 
 

@@ -50,7 +50,7 @@ def batch_outputs(run: Runner, transform: EvalTransform, decoded: Decoded, count
     return outputs
 
 
-_SESSIONS: dict[tuple[str, int], Runner] = {}
+_SESSIONS: dict[tuple[str, str, int], Runner] = {}
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,13 @@ class OnnxWorkerModel:
     """
 
     path: str
+    #: What the file was exported from (:func:`~skysort.models.export.run_digest`): a
+    #: file exported again under the same name is a new session, never a stale one.
+    source: str = ""
 
     def runner(self, threads: int | None = 1) -> Runner:
-        """The model, loaded once per process and thread count."""
-        key = (self.path, threads or 0)
+        """The model, loaded once per process, file content and thread count."""
+        key = (self.path, self.source, threads or 0)
         if key not in _SESSIONS:
             from skysort.models.onnx import OnnxModule
 

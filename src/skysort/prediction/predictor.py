@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 ENGINES = ("auto", "onnx", "torch")
 
 
+def check_count(name: str, value: int | None, low: int) -> None:
+    """A ConfigError unless ``value`` is None or a whole number of at least ``low``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < low):
+        raise ConfigError(f"{name}={value!r}: must be a whole number of at least {low}")
+
+
 def make_runner(predictor: Predictor, engine: str, device: str
                 ) -> tuple[str, Runner | OnnxWorkerModel]:
     """(engine name, runner): the exported model under ONNX Runtime for ``onnx`` (``auto``
@@ -46,9 +53,10 @@ def make_runner(predictor: Predictor, engine: str, device: str
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
     if engine == "onnx" or (engine == "auto" and auto_is_cpu(device)):
-        from skysort.models.export import onnx_for_run
+        from skysort.models.export import onnx_for_run, run_digest
 
-        return "onnx", OnnxWorkerModel(str(onnx_for_run(predictor.run)))
+        path = onnx_for_run(predictor.run)
+        return "onnx", OnnxWorkerModel(str(path), run_digest(predictor.run))
     from skysort.models.model import published_runner
 
     return "torch", published_runner(predictor.model, resolve_device(device))
@@ -75,6 +83,9 @@ class Predictor:
             threads: ONNX Runtime threads when the model runs in this process
                 (``workers=0``); default every core.
         """
+        check_count("batch_size", batch_size, 1)
+        check_count("workers", workers, 0)
+        check_count("threads", threads, 1)
         self.run = Path(run)
         self.info = read_model_info(self.run)
         self.task = self.info.task
@@ -161,6 +172,7 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
     Returns:
         The output path.
     """
+    check_count("top_k", top_k, 1)
     predictor = Predictor(run, engine=engine, device=device, batch_size=batch_size,
                           workers=workers, tta=tta)
     output = Path(output) if output else Path(run) / PREDICTIONS

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +84,36 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
+def output_format(output: Path) -> str:
+    """``csv`` or ``parquet`` from the output's name; any other suffix is refused rather
+    than filled with text of another format."""
+    suffix = output.suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
+    if suffix in ("", ".csv"):
+        return "csv"
+    raise ConfigError(f"{output}: cannot write predictions as {suffix!r}; name the output "
+                      f"*.csv or *.parquet, or choose --format {'|'.join(OUTPUT_FORMATS)}")
+
+
+def parquet_text(value: Any) -> Any:
+    """Parquet strings must be UTF-8: a path whose name is not (bytes from another
+    system) is written with those bytes as ``\\xNN`` escapes."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(value).decode("utf-8", "backslashreplace")
+    return value
+
+
 class Sink:
     """Writes rows to CSV or Parquet; the unreadable files of the table layout go to
     ``<output>_errors.csv``."""
 
     def __init__(self, output: Path, layout: Layout, fmt: str | None = None,
                  resume: bool = False, rows_per_part: int = 50_000) -> None:
-        self.fmt = fmt or ("parquet" if output.suffix == ".parquet" else "csv")
+        self.fmt = fmt or output_format(output)
         if self.fmt not in OUTPUT_FORMATS:
             raise ConfigError(f"output format {self.fmt!r} is not one of "
                               f"{', '.join(OUTPUT_FORMATS)}")
@@ -107,7 +132,8 @@ class Sink:
             self.errors_path.unlink(missing_ok=True)
         if self.fmt == "csv":
             fresh = not output.is_file() or output.stat().st_size == 0
-            self._fh = open(output, "a", newline="", encoding="utf-8")  # noqa: SIM115
+            self._fh = open(output, "a", newline="", encoding="utf-8",  # noqa: SIM115
+                            errors="surrogateescape")
             self._csv = csv.writer(self._fh)
             if fresh:
                 self._csv.writerow(layout.columns)
@@ -125,7 +151,7 @@ class Sink:
     def _read_done(self) -> None:
         if self.fmt == "csv" and self.output.is_file():
             _truncate_partial_line(self.output)
-            with open(self.output, newline="", encoding="utf-8") as fh:
+            with open(self.output, newline="", encoding="utf-8", errors="surrogateescape") as fh:
                 reader = csv.reader(fh)
                 next(reader, None)
                 self.done.update(row[0] for row in reader if row)
@@ -137,7 +163,8 @@ class Sink:
                 self.done.update(str(v) for v in column.to_pylist())
         if self.errors_path.is_file():
             _truncate_partial_line(self.errors_path)
-            with open(self.errors_path, newline="", encoding="utf-8") as fh:
+            with open(self.errors_path, newline="", encoding="utf-8",
+                      errors="surrogateescape") as fh:
                 reader = csv.reader(fh)
                 next(reader, None)
                 self.done.update(self.layout.key(Path(row[0])) for row in reader if row)
@@ -170,7 +197,7 @@ class Sink:
         if self._errors_fh is None:
             fresh = not self.errors_path.is_file()
             self._errors_fh = open(self.errors_path, "a", newline="",  # noqa: SIM115
-                                   encoding="utf-8")
+                                   encoding="utf-8", errors="surrogateescape")
             if fresh:
                 csv.writer(self._errors_fh).writerow(["path", "error"])
         csv.writer(self._errors_fh).writerow([str(path), error])
@@ -182,7 +209,7 @@ class Sink:
         import pyarrow.parquet as pq
 
         columns = list(zip(*self._buffer, strict=True))
-        table = pa.table({name: list(values) for name, values in
+        table = pa.table({name: [parquet_text(v) for v in values] for name, values in
                           zip(self.layout.columns, columns, strict=True)})
         final = self.output / f"part-{self._part:05d}.parquet"
         tmp = final.with_name(f".{final.name}.tmp")
@@ -201,12 +228,30 @@ class Sink:
 
 
 def _truncate_partial_line(path: Path) -> None:
-    """Cuts a file back to its last complete line (what a kill mid-write leaves)."""
+    """Cuts a CSV file back to its last complete record (what a kill mid-write leaves),
+    also when the cut falls inside a quoted field that holds a newline."""
     with open(path, "rb+") as fh:
         data = fh.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            fh.truncate(end)
+        text = data.decode("utf-8", "surrogateescape")
+        lines = re.findall(r"[^\n]*\n|[^\n]+$", text)
+        consumed = 0
+
+        def feed() -> Iterator[str]:
+            nonlocal consumed
+            for line in lines:
+                consumed += len(line)
+                yield line
+
+        end = 0
+        try:
+            for _ in csv.reader(feed(), strict=True):
+                if text[consumed - 1:consumed] == "\n":
+                    end = consumed
+        except csv.Error:  # a quoted field the kill cut short
+            pass
+        keep = len(text[:end].encode("utf-8", "surrogateescape"))
+        if keep < len(data):
+            fh.truncate(keep)
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
@@ -219,5 +264,5 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
         for part in sorted(path.glob("part-*.parquet")):
             rows += pq.read_table(part).to_pylist()
         return rows
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
         return list(csv.DictReader(fh))

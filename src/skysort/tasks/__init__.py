@@ -13,11 +13,12 @@ from skysort.tasks.kinds import (
     FractionsTask,
     MultiLabelTask,
     Task,
+    check_balance,
     make_task,
     task_from_dict,
 )
 from skysort.tasks.schema import TreeSchema, galaxy_zoo_schema, load_schema
 
 __all__ = ["SINGLE_LABEL_KINDS", "TASK_KINDS", "BinaryTask", "FractionsTask", "MultiLabelTask",
-           "Task", "TreeSchema", "galaxy_zoo_schema", "load_schema", "make_task",
+           "Task", "TreeSchema", "check_balance", "galaxy_zoo_schema", "load_schema", "make_task",
            "task_from_dict"]

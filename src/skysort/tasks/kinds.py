@@ -36,6 +36,19 @@ SINGLE_LABEL_KINDS = ("multiclass", "binary")
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
+def check_balance(kind: str, balance: str) -> None:
+    """``balance=sampler`` draws each class equally often, so it needs one class per
+    image: a ConfigError for multi-label and vote-fraction targets."""
+    if balance == "sampler" and kind not in SINGLE_LABEL_KINDS:
+        raise sampler_error(kind)
+
+
+def sampler_error(kind: str) -> ConfigError:
+    return ConfigError(f"balance=sampler draws every class equally often, and {kind} targets "
+                       "have no one class per image; use balance=weights (weights in the "
+                       "loss) or balance=none")
+
+
 @dataclass
 class Task:
     """A single-label, multi-class task (one softmax over ``classes``).
@@ -193,7 +206,7 @@ class MultiLabelTask(Task):
         return torch.as_tensor(targets, dtype=torch.float32)
 
     def sample_weights(self, train_targets: np.ndarray) -> np.ndarray:
-        return np.ones(len(train_targets), dtype=np.float32)
+        raise sampler_error(self.kind)
 
     def predicted_class(self, outputs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         """Labels are independent: a 0/1 matrix at ``threshold``, not one class per row."""
@@ -247,7 +260,7 @@ class FractionsTask(Task):
         return torch.as_tensor(targets, dtype=torch.float32)
 
     def sample_weights(self, train_targets: np.ndarray) -> np.ndarray:
-        return np.ones(len(train_targets), dtype=np.float32)
+        raise sampler_error(self.kind)
 
     def predicted_class(self, outputs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         raise TypeError("vote fractions have no predicted class; the outputs are the fractions")

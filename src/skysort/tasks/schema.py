@@ -86,7 +86,7 @@ class TreeSchema:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
             raise ConfigError(f"{path}: cannot read schema ({exc})") from exc
         return cls.from_dict(data, source=str(path))
 

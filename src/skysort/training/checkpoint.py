@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save
 
 from skysort.errors import RunError
-from skysort.rundir import atomic_write
+from skysort.rundir import atomic_write, damaged, load_weights, read_safetensors
 
 WEIGHTS = "model."
 OPTIMIZER = "optimizer."
@@ -65,14 +64,13 @@ def load_checkpoint(path: Path, model: torch.nn.Module,
     """Restores what :func:`save_checkpoint` wrote; returns the JSON ``state``."""
     if not path.is_file():
         raise RunError(f"{path}: checkpoint not found")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads((fh.metadata() or {}).get("skysort", "{}"))
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    tensors, metadata = read_safetensors(path)
+    meta = _meta(path, metadata)
     weights = {k[len(WEIGHTS):]: v for k, v in tensors.items() if k.startswith(WEIGHTS)}
-    model.load_state_dict(weights)
+    load_weights(model, weights, path)
     for prefix, module in (extra or {}).items():
-        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
-                                if k.startswith(prefix + ".")})
+        load_weights(module, {k[len(prefix) + 1:]: v for k, v in tensors.items()
+                              if k.startswith(prefix + ".")}, path)
     if optimizer is not None and "param_groups" in meta:
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
@@ -91,8 +89,17 @@ def load_checkpoint(path: Path, model: torch.nn.Module,
 
 def read_state(path: Path) -> dict[str, Any]:
     """The JSON state of a checkpoint without loading its tensors."""
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(json.loads((fh.metadata() or {}).get("skysort", "{}")).get("state", {}))
+    return dict(_meta(path, read_safetensors(path, tensors=False)[1]).get("state", {}))
+
+
+def _meta(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    try:
+        meta = json.loads(metadata.get("skysort", "{}"))
+    except ValueError as exc:
+        raise damaged(path, f"its metadata is not JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise damaged(path, "its metadata is not a mapping")
+    return meta
 
 
 def _numpy_state() -> list[Any]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from skysort.config import TrainConfig
-from skysort.data.dataset import choose_task_kind, open_dataset
+from skysort.data.dataset import check_two_classes, choose_task_kind, open_dataset
 from skysort.data.sources import LabeledImages, first_occurrences
 from skysort.data.split import read_split_csv, split_by_hash, write_split_csv
 from skysort.data.tables import summarize_issues, write_label_issues
@@ -49,7 +49,7 @@ from skysort.rundir import (
     checkpoint_path,
     make_run_dir,
 )
-from skysort.tasks import Task, make_task
+from skysort.tasks import Task, check_balance, make_task
 from skysort.training.checkpoint import load_checkpoint, read_state
 from skysort.training.distributed import Distributed
 from skysort.training.loop import log_row
@@ -77,7 +77,7 @@ class TrainResult:
 
 
 def write_bad_files(path: Path, data: LabeledImages, bad: Mapping[int, str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "reason"])
         for i in sorted(bad):
@@ -134,6 +134,8 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     # -- data ---------------------------------------------------------------------------
     dataset = choose_task_kind(data, cfg.task) if isinstance(data, LabeledImages) else \
         open_dataset(cfg.data_spec())
+    check_two_classes(dataset)
+    check_balance(dataset.task, cfg.balance)
     cfg.data_root = str(dataset.root)
     splits = split_by_hash(dataset, cfg.split, cfg.seed)
     if resume is None:
@@ -288,7 +290,7 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
