@@ -78,6 +78,7 @@ class TrainConfig(DataSpec):
     device: str = "auto"
     workers: int | None = None
     cache_dir: str | None = None
+    cache_max_gb: float = 20.0  # the pixel cache of fine-tuning; 0 decodes every epoch
     # output
     project: str = "runs"
     name: str = "train"
@@ -132,6 +133,9 @@ class TrainConfig(DataSpec):
         for key in ("finetune_lr", "finetune_weight_decay"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}={getattr(self, key)}: must not be negative")
+        if self.cache_max_gb < 0:
+            raise ConfigError(f"cache_max_gb={self.cache_max_gb}: must be 0 or more (0: no "
+                              "pixel cache, decode every image every epoch)")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers={self.workers}: must be 0 or more (0: decode in this "
                               "process; default one per core)")

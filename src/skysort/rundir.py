@@ -15,6 +15,7 @@ only place a run's layout is spelled out::
       metrics_predictions.csv           per-image outputs of that evaluation
       training_curves.png CURVES_PNG
       confusion_matrix.png CONFUSION_PNG
+      finetune_plan.json  PLAN          cores, threads, workers, pixel cache, precision chosen
       model.onnx          ONNX_FILE     the exported model (``skysort export``)
       predictions.csv     PREDICTIONS   default output of ``skysort predict``
       weights/            WEIGHTS_DIR   last.safetensors (resumable), best.safetensors
@@ -51,10 +52,11 @@ WEIGHTS_DIR = "weights"
 LAST_CHECKPOINT = "last.safetensors"
 BEST_CHECKPOINT = "best.safetensors"
 TENSORBOARD = "tensorboard"
+PLAN = "finetune_plan.json"
 
 #: What a finished run holds, in the order README's "What a run directory holds" lists it.
 RUN_FILES = (CONFIG, MODEL_FILE, MODEL_JSON, SPLIT, BAD_FILES, LABEL_ISSUES, HISTORY,
-             METRICS, CURVES_PNG, CONFUSION_PNG, WEIGHTS_DIR, TENSORBOARD)
+             METRICS, CURVES_PNG, CONFUSION_PNG, PLAN, WEIGHTS_DIR, TENSORBOARD)
 
 
 def make_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:

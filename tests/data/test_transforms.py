@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,47 +79,6 @@ def test_center_fraction_keeps_the_middle(tmp_path: Path) -> None:
     assert Preprocess.from_dict(pre.to_dict()) == pre
 
 
-def test_augmentation_is_fixed_by_seed_epoch_and_image(tmp_path: Path) -> None:
-    from skysort.data.transforms import TrainTransform
-
-    _gray_disk().save(tmp_path / "g.png")
-    aug = TrainTransform(Preprocess(input_size=64), "sky", seed=3)
-    a = aug(tmp_path / "g.png", (0, 5))
-    assert a.shape == (3, 64, 64)
-    np.testing.assert_array_equal(a, aug(tmp_path / "g.png", (0, 5)))
-    assert np.abs(a - aug(tmp_path / "g.png", (1, 5))).max() > 0.05
-    assert np.abs(a - TrainTransform(aug.preprocess, "sky", seed=4)(tmp_path / "g.png",
-                                                                   (0, 5))).max() > 0.05
-
-
-def test_sky_augmentation_rotates_without_black_corners(tmp_path: Path) -> None:
-    from skysort.data.transforms import TrainTransform
-
-    _gray_disk().save(tmp_path / "g.png")
-    pre = Preprocess(input_size=64, mean=(0, 0, 0), std=(1, 1, 1))
-    aug = TrainTransform(pre, "sky", seed=0)
-    plain = create_transform(pre)(tmp_path / "g.png")
-    for epoch in range(8):
-        out = aug(tmp_path / "g.png", (epoch, 0))
-        # Background was 60/255; reflection fills the borders, so nothing goes near black
-        # (contrast and noise jitter move it a little).
-        assert out.min() > 25 / 255
-        # The disk stays in view: brightness is preserved within the jitter.
-        assert abs(out.mean() - plain.mean()) < 0.15 * plain.mean()
-
-
-def test_photo_and_none_presets(tmp_path: Path) -> None:
-    from skysort.data.transforms import TrainTransform
-
-    _gray_disk(120).save(tmp_path / "g.png")
-    pre = Preprocess(input_size=48)
-    assert TrainTransform(pre, "photo", seed=0)(tmp_path / "g.png", (0, 1)).shape == (3, 48, 48)
-    np.testing.assert_array_equal(TrainTransform(pre, "none")(tmp_path / "g.png", (2, 1)),
-                                  create_transform(pre)(tmp_path / "g.png"))
-    with pytest.raises(ConfigError, match="augment='flip'"):
-        TrainTransform(pre, "flip")
-
-
 def test_tta_views_are_the_dihedral_group() -> None:
     from skysort.data.transforms import tta_views
 
@@ -131,24 +91,32 @@ def test_tta_views_are_the_dihedral_group() -> None:
     assert len(tta_views(batch, "photo")) == 2
 
 
-def test_large_files_keep_their_resized_pixels_in_the_cache(tmp_path: Path) -> None:
-    from skysort.data.transforms import EvalTransform, TrainTransform
+def test_the_pixel_cache_is_keyed_by_content_and_read_instead_of_decoding(
+        tmp_path: Path) -> None:
+    from skysort.data.transforms import EvalTransform
 
     noise = np.random.default_rng(0).integers(0, 256, (700, 900, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "big.png")
     Image.fromarray(noise[:40, :40]).save(tmp_path / "small.png")
-    assert (tmp_path / "big.png").stat().st_size > 512 * 1024
     pre = Preprocess(input_size=64)
-    cache = tmp_path / "resized"
+    cache = tmp_path / "pixels"
     first = EvalTransform(pre, str(cache))(tmp_path / "big.png")
     np.testing.assert_array_equal(first, create_transform(pre)(tmp_path / "big.png"))
     assert len(list(cache.glob("*.npy"))) == 1
     np.testing.assert_array_equal(EvalTransform(pre, str(cache))(tmp_path / "big.png"), first)
-    EvalTransform(pre, str(cache))(tmp_path / "small.png")  # small: decoded each time
-    assert len(list(cache.glob("*.npy"))) == 1
-    aug = TrainTransform(pre, "sky", 0, str(cache))
-    np.testing.assert_array_equal(aug(tmp_path / "big.png", (1, 2)),
-                                  TrainTransform(pre, "sky", 0)(tmp_path / "big.png", (1, 2)))
+    EvalTransform(pre, str(cache))(tmp_path / "small.png")
+    assert len(list(cache.glob("*.npy"))) == 2
+    # An entry is read, not decoded: a changed entry shows (and so would be a stale one)...
+    entry = max(cache.glob("*.npy"), key=lambda p: p.stat().st_size)
+    np.save(entry, np.zeros_like(np.load(entry)))
+    assert np.abs(EvalTransform(pre, str(cache))(tmp_path / "big.png") - first).max() > 0.5
+    # ...and a changed file is a new key, whatever its modification time.
+    stat = (tmp_path / "big.png").stat()
+    Image.fromarray(noise[::-1]).save(tmp_path / "big.png")
+    os.utime(tmp_path / "big.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    flipped = EvalTransform(pre, str(cache))(tmp_path / "big.png")
+    np.testing.assert_array_equal(flipped, create_transform(pre)(tmp_path / "big.png"))
+    assert len(list(cache.glob("*.npy"))) == 3
 
 
 def test_batches_are_normalised_exactly_as_single_images() -> None:

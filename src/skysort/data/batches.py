@@ -24,7 +24,7 @@ from typing import TypeVar
 import numpy as np
 
 from skysort.data.images import read_or_reason
-from skysort.data.transforms import EvalTransform
+from skysort.data.transforms import EvalTransform, TrainPixels
 from skysort.device import default_workers
 
 #: ``(uint8 crops of the readable files or None, their positions, reason per other file)``
@@ -113,3 +113,30 @@ class BatchDecoder:
 
         return ordered_map(partial(decode_chunk, self.transform),
                            chunks(paths, self.batch_size), self.workers, crashed)
+
+
+def _warm(transform: TrainPixels, batch: list[Path]) -> dict[int, str]:
+    reasons = {}
+    for i, path in enumerate(batch):
+        _, why = read_or_reason(transform, path)
+        if why:
+            reasons[i] = why
+    return reasons
+
+
+def warm_pixel_cache(transform: TrainPixels, paths: Sequence[Path], workers: int,
+                     batch_size: int = 16) -> dict[int, str]:
+    """Puts every file's resized pixels into ``transform``'s pixel cache (decoding in
+    ``workers`` processes the files that are not there yet); returns the reason for each
+    file, by position, that cannot be read."""
+    bad: dict[int, str] = {}
+    start = 0
+
+    def crashed(batch: list[Path]) -> dict[int, str]:
+        return dict.fromkeys(range(len(batch)), CRASHED)
+
+    for batch, reasons in ordered_map(partial(_warm, transform), chunks(paths, batch_size),
+                                      workers, crashed):
+        bad.update({start + i: why for i, why in reasons.items()})
+        start += len(batch)
+    return bad

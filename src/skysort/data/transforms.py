@@ -10,17 +10,10 @@ The evaluation path is timm's: resize the shorter side to ``input_size / crop_pc
 the centre ``input_size`` square, scale to [0, 1], normalise by mean and std. It runs in
 Pillow and NumPy so worker processes need no torch.
 
-Training adds an augmentation preset (:data:`AUGMENT_PRESETS`):
-
-* ``sky``: the symmetries of a survey cutout: rotation by any angle (the border filled
-  by reflection, not black corners), flips, small shifts and zoom, mild brightness,
-  contrast and noise;
-* ``photo``: flips, random resized crops and colour jitter, as for ordinary photographs;
-* ``none``: the evaluation transform.
-
-Random draws come from a generator seeded by ``(seed, epoch, image index)``, so an image's
-augmentation does not depend on which worker process decodes it: an interrupted run
-resumes with exactly the images it would have seen.
+Training reads each file's resized pixels (:class:`TrainPixels`, through the pixel cache,
+so a file is decoded once per run, not once per epoch) and augments whole batches in the
+training process with a preset of :data:`AUGMENT_PRESETS` (``sky``, ``photo``, ``none``;
+:mod:`skysort.data.augment`).
 """
 
 from __future__ import annotations
@@ -203,12 +196,13 @@ class Preprocess:
         """The decoded image, centre-cut and resized to :attr:`resize_size` (not cropped).
 
         Training reads every image once per epoch; for a large file (a photograph of many
-        megapixels) decoding dominates, so with ``cache_dir`` the resized pixels of files
-        over :data:`RESIZED_CACHE_MIN_BYTES` are kept there as ``.npy`` after the first read.
+        megapixels) decoding costs far more than the model spends on its crop, so with
+        ``cache_dir`` the resized pixels are kept there as ``.npy`` (keyed by the file's
+        content and the preprocessing) and read instead of decoding the file again.
         """
         path = Path(path)
         file = None
-        if cache_dir is not None and path.stat().st_size >= RESIZED_CACHE_MIN_BYTES:
+        if cache_dir is not None:
             spec = f"{file_digest(path)}|{self.resize_size}|{self.center_fraction}|" \
                    f"{self.interpolation}"
             file = Path(cache_dir) / f"{hashlib.sha256(spec.encode()).hexdigest()[:40]}.npy"
@@ -225,9 +219,6 @@ class Preprocess:
             os.replace(tmp, file)
         return img
 
-
-#: Files at least this large get their resized pixels cached while training.
-RESIZED_CACHE_MIN_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -256,103 +247,53 @@ class EvalTransform:
 
 
 @dataclass(frozen=True)
-class TrainTransform:
-    """Decoding plus an augmentation preset; called with ``(path, key)`` where ``key`` is
-    ``(epoch, index)``, which with ``seed`` fixes every random draw."""
+class TrainPixels:
+    """What training augments: the uint8 ``(S, S, 3)`` centre square of the resized image
+    (``S`` = :attr:`Preprocess.resize_size`), through the pixel cache when ``cache_dir``
+    is given, so that every epoch after the first decodes nothing. Called with
+    ``(path, (epoch, index))`` like any training transform; the augmentation itself runs
+    on whole batches in the training process (:class:`skysort.data.augment.BatchAugment`).
+    """
 
     preprocess: Preprocess
-    preset: str = "sky"
-    seed: int = 0
     cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.preset not in AUGMENT_PRESETS:
-            raise ConfigError(f"augment={self.preset!r}: must be one of "
-                              f"{', '.join(AUGMENT_PRESETS)}")
 
     def __call__(self, path: str | Path, key: tuple[int, int] = (0, 0)) -> np.ndarray:
         pre = self.preprocess
         img = pre.resized(path, self.cache_dir)
-        rng = np.random.default_rng([self.seed, *key])
-        if self.preset == "sky":
-            arr = self._sky(img, rng)
-        elif self.preset == "photo":
-            arr = self._photo(img, rng)
-        else:
-            return pre.normalize(pre.crop_center(img))
-        return pre.normalize(arr)
-
-    def _sky(self, img: Image.Image, rng: np.random.Generator) -> np.ndarray:
-        import torchvision.transforms.v2.functional as F
-
-        pre = self.preprocess
-        # Reflect-pad so that rotating and shifting never pull black corners into view.
-        pad = math.ceil(0.3 * max(img.size))
-        padded = Image.fromarray(np.pad(np.asarray(img), ((pad, pad), (pad, pad), (0, 0)),
-                                        mode="reflect"))
-        shift = rng.uniform(-0.05, 0.05, 2) * pre.input_size
-        padded = F.affine(padded, angle=float(rng.uniform(0, 360)),
-                          translate=[float(shift[0]), float(shift[1])],
-                          scale=float(rng.uniform(0.9, 1.1)), shear=[0.0, 0.0],
-                          interpolation=F.InterpolationMode.BILINEAR)
-        if rng.random() < 0.5:
-            padded = F.horizontal_flip(padded)
-        out = pre.crop_center(padded)
-        out = F.adjust_brightness(out, float(rng.uniform(0.9, 1.1)))
-        out = F.adjust_contrast(out, float(rng.uniform(0.9, 1.1)))
-        arr = np.asarray(out, dtype=np.float32)
-        sigma = rng.uniform(0.0, 4.0)  # in 8-bit levels
-        if sigma > 0.5:
-            arr = arr + rng.normal(0.0, sigma, arr.shape).astype(np.float32)
-        return np.clip(arr, 0, 255)
-
-    def _photo(self, img: Image.Image, rng: np.random.Generator) -> np.ndarray:
-        import torchvision.transforms.v2.functional as F
-
-        pre = self.preprocess
+        side = pre.resize_size
         width, height = img.size
-        area = width * height * rng.uniform(0.5, 1.0)
-        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        w = min(width, round(math.sqrt(area * ratio)))
-        h = min(height, round(math.sqrt(area / ratio)))
-        top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
-        out = F.resized_crop(img, top, left, h, w, [pre.input_size, pre.input_size],
-                             interpolation=F.InterpolationMode.BICUBIC, antialias=True)
-        if rng.random() < 0.5:
-            out = F.horizontal_flip(out)
-        out = F.adjust_brightness(out, float(rng.uniform(0.8, 1.2)))
-        out = F.adjust_contrast(out, float(rng.uniform(0.8, 1.2)))
-        out = F.adjust_saturation(out, float(rng.uniform(0.8, 1.2)))
-        return np.asarray(out, dtype=np.float32)
+        left, top = (width - side) // 2, (height - side) // 2
+        if (left, top) != (0, 0) or (width, height) != (side, side):
+            img = img.crop((left, top, left + side, top + side))
+        return np.asarray(img)
 
 
 @overload
 def create_transform(preprocess: Preprocess, *, training: Literal[False] = False,
-                     augment: str = "sky", seed: int = 0,
                      cache_dir: str | Path | None = None) -> EvalTransform: ...
 
 
 @overload
-def create_transform(preprocess: Preprocess, *, training: Literal[True], augment: str = "sky",
-                     seed: int = 0, cache_dir: str | Path | None = None) -> TrainTransform: ...
+def create_transform(preprocess: Preprocess, *, training: Literal[True],
+                     cache_dir: str | Path | None = None) -> TrainPixels: ...
 
 
-def create_transform(preprocess: Preprocess, *, training: bool = False, augment: str = "sky",
-                     seed: int = 0, cache_dir: str | Path | None = None
-                     ) -> EvalTransform | TrainTransform:
+def create_transform(preprocess: Preprocess, *, training: bool = False,
+                     cache_dir: str | Path | None = None) -> EvalTransform | TrainPixels:
     """The one factory of file -> model input transforms (as timm's ``create_transform``).
 
     Args:
         preprocess: what the backbone expects (saved with every model).
-        training: the augmented training transform (called with ``(path, (epoch,
-            index))``) instead of the evaluation transform (called with a path).
-        augment: the training augmentation preset (:data:`AUGMENT_PRESETS`).
-        seed: with the epoch and image index, fixes every random draw of the augmentation.
-        cache_dir: keep the resized pixels of large files here between epochs.
+        training: the pixels training augments (uint8 squares, called with ``(path,
+            (epoch, index))``; :class:`skysort.data.augment.BatchAugment` augments and
+            normalises them) instead of the evaluation transform (called with a path).
+        cache_dir: the pixel cache: the resized pixels of each file are kept there, keyed
+            by the file's content and the preprocessing, and read instead of decoding.
     """
     folder = None if cache_dir is None else str(cache_dir)
     if training:
-        return TrainTransform(preprocess, augment, seed, folder)
+        return TrainPixels(preprocess, folder)
     return EvalTransform(preprocess, folder)
 
 

@@ -102,27 +102,21 @@ def torch_runner(model: torch.nn.Module, device: torch.device | str = "cpu"
     return run
 
 
-def backbone_runner(model: torch.nn.Module, preprocess: Preprocess, key: str,
-                    cache_dir: str | Path | None, device: torch.device | str,
-                    engine: str = "auto") -> Callable[[torch.Tensor], np.ndarray]:
-    """The backbone as a function; ``engine="auto"`` picks ONNX Runtime on a CPU (several
-    times faster than eager torch) and torch on an accelerator."""
-    if engine == "onnx" or (engine == "auto" and torch.device(device).type == "cpu"):
-        from skysort.models.onnx import cached_backbone_session
+def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
+                       paths: Sequence[Path], *, cache_dir: str | Path | None = None,
+                       pixel_cache: str | Path | None = None, batch_size: int = 32,
+                       workers: int | None = None, device: torch.device | str = "cpu",
+                       engine: str = "auto") -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Runs a backbone over image files.
 
-        folder = Path(cache_dir) if cache_dir else default_cache_dir()
-        return cached_backbone_session(model, preprocess.input_size, key, folder)
-    return torch_runner(model, device)
-
-
-def compute_embeddings(run: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
-                       paths: Sequence[Path], *, batch_size: int = 32,
-                       workers: int | None = None, desc: str = "embedding",
-                       ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-    """Runs a backbone over image files, decoding them in worker processes.
+    On a CPU (``engine="auto"`` or ``"onnx"``) the backbone, exported once per embedding
+    key, runs under ONNX Runtime inside each worker process with one thread, beside the
+    decoding of its own batches: one core each, as prediction does, and nothing
+    competes for a core. On a GPU (or ``engine="torch"``) workers decode and the model
+    runs in this process.
 
     Args:
-        run: images ``(b, 3, h, w)`` -> features ``(b, d)``; see :func:`backbone_runner`.
+        pixel_cache: also keep each file's resized pixels there (for fine-tuning).
 
     Returns:
         ``(embeddings, bad)``: the vector for each readable file's index, and the reason
@@ -132,25 +126,48 @@ def compute_embeddings(run: Callable[[torch.Tensor], np.ndarray], preprocess: Pr
     bad: dict[int, str] = {}
     if not paths:
         return out, bad
-    loader = image_loader(paths, create_transform(preprocess), batch_size=batch_size,
-                          workers=workers)
-    with tqdm(total=len(paths), desc=desc, unit="img", dynamic_ncols=True) as bar:
-        for index, images, errors in loader:
-            for i, reason in errors:
-                bad[i] = reason
-            if images is not None:
-                for i, f in zip(index.tolist(), run(images), strict=True):
-                    out[i] = f
-            bar.update(len(index) + len(errors))
+    transform = create_transform(preprocess, cache_dir=pixel_cache)
+    bar = tqdm(total=len(paths), desc="embedding", unit="img", dynamic_ncols=True)
+    if engine == "onnx" or (engine == "auto" and torch.device(device).type == "cpu"):
+        from skysort.models.onnx import cached_backbone_onnx
+        from skysort.models.runners import OnnxWorkerModel, iter_outputs
+
+        folder = Path(cache_dir) if cache_dir else default_cache_dir()
+        onnx = OnnxWorkerModel(str(cached_backbone_onnx(model, preprocess.input_size, key,
+                                                        folder)), key)
+        start = 0
+        dim = int(getattr(model, "num_features"))  # noqa: B009 (timm's attribute)
+        for chunk, features, errors in iter_outputs(onnx, transform, paths, num_outputs=dim,
+                                                    batch_size=batch_size, workers=workers):
+            for i in range(len(chunk)):
+                if i in errors:
+                    bad[start + i] = errors[i]
+                else:
+                    out[start + i] = features[i]
+            start += len(chunk)
+            bar.update(len(chunk))
+        bar.close()
+        return out, bad
+    run = torch_runner(model, device)
+    for index, images, errors in image_loader(paths, transform, batch_size=batch_size,
+                                              workers=workers):
+        for i, reason in errors:
+            bad[i] = reason
+        if images is not None:
+            for i, f in zip(index.tolist(), run(images), strict=True):
+                out[i] = f
+        bar.update(len(index) + len(errors))
+    bar.close()
     return out, bad
 
 
 def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
                       paths: Sequence[Path], *, cache_dir: str | Path | None = None,
-                      batch_size: int = 32, workers: int | None = None,
-                      device: torch.device | str = "cpu", engine: str = "auto",
-                      ) -> tuple[np.ndarray, dict[int, str]]:
-    """Embeddings of ``paths``, reading the cache first and filling it after.
+                      pixel_cache: str | Path | None = None, batch_size: int = 32,
+                      workers: int | None = None, device: torch.device | str = "cpu",
+                      engine: str = "auto") -> tuple[np.ndarray, dict[int, str]]:
+    """Embeddings of ``paths``, reading the cache first and filling it after (see
+    :func:`compute_embeddings` for the arguments).
 
     Returns:
         ``(features, bad)``: a ``(len(paths), d)`` float32 array (rows of unreadable files
@@ -167,9 +184,10 @@ def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
         fresh: dict[int, np.ndarray] = {}
         fresh_bad: dict[int, str] = {}
         if todo:
-            run = backbone_runner(model, preprocess, key, cache_dir, device, engine)
-            fresh, fresh_bad = compute_embeddings(run, preprocess, [paths[i] for i in todo],
-                                                  batch_size=batch_size, workers=workers)
+            fresh, fresh_bad = compute_embeddings(
+                model, preprocess, key, [paths[i] for i in todo], cache_dir=cache_dir,
+                pixel_cache=pixel_cache, batch_size=batch_size, workers=workers,
+                device=device, engine=engine)
         new = {str(hashes[todo[j]]): v for j, v in fresh.items()}
         cache.put_many(new)
         found.update(new)

@@ -2,7 +2,7 @@
 
 On a CPU, ONNX Runtime runs the EfficientNet-Lite backbones two to four times faster than
 eager PyTorch. :func:`export_onnx` writes any module that takes a ``(batch, 3, h, w)``
-image tensor, with a dynamic batch size; :func:`cached_backbone_session` exports a frozen
+image tensor, with a dynamic batch size; :func:`cached_backbone_onnx` exports a frozen
 backbone once per embedding key into the cache folder and reuses it.
 """
 
@@ -105,10 +105,11 @@ class OnnxModule:
                                for i in range(0, len(images), step)])
 
 
-def cached_backbone_session(backbone: nn.Module, input_size: int, key: str,
-                            cache_dir: Path) -> OnnxModule:
-    """The backbone as an ONNX Runtime session, exported once per embedding key."""
+def cached_backbone_onnx(backbone: nn.Module, input_size: int, key: str,
+                         cache_dir: Path) -> Path:
+    """The backbone as an ONNX file, exported once per embedding key (which names the
+    backbone, its weights and the preprocessing)."""
     path = cache_dir / "onnx" / f"{key}.onnx"
     if not path.is_file():
         export_onnx(backbone, input_size, path, output_name="features")
-    return OnnxModule(path)
+    return path

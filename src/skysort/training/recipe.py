@@ -58,6 +58,7 @@ from skysort.training.stages import (
     finetune_plan,
     finetune_stage,
     head_stage,
+    pixel_cache,
     seed_everything,
     unfreeze,
 )
@@ -163,9 +164,14 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.input_size, cfg.center_fraction)
     key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
     with ddp.main_first():  # the others then read the embeddings from the cache
+        # Fine-tuning reads the decoded pixels from the pixel cache: filled here, while
+        # every image is decoded for its embedding anyway.
+        pixels = pixel_cache(cfg, backbone.preprocess, len(dataset)) if mode != "head" \
+            else None
         features, bad = cached_embeddings(backbone.model, backbone.preprocess, key,
                                           dataset.paths, cache_dir=cfg.cache_dir,
-                                          workers=cfg.workers, device=device)
+                                          pixel_cache=pixels, workers=cfg.workers,
+                                          device=device)
     if ddp.main:
         write_bad_files(run_dir / BAD_FILES, dataset, bad)
     if bad:
@@ -203,7 +209,7 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
         unfreeze(model, mode, stages)
         try:
             history = finetune_stage(model, backbone.preprocess, task, dataset, part, cfg, device,
-                                     run_dir, log, resumable, history, ddp).history
+                                     run_dir, log, resumable, history, ddp, pixels).history
         except KeyboardInterrupt:
             interrupted = True
             print(f"\ninterrupted: the last finished epoch is saved in {last}; continue with "

@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
 import statistics
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,15 +25,17 @@ import torch
 from torch import nn
 
 from skysort.config import TrainConfig
+from skysort.data.augment import BatchAugment
+from skysort.data.batches import warm_pixel_cache
 from skysort.data.images import image_size, read_or_reason
 from skysort.data.loader import EpochSampler, image_loader
 from skysort.data.sources import LabeledImages
 from skysort.data.transforms import Preprocess, create_transform
-from skysort.device import resolve_precision
+from skysort.device import cpu_count, default_workers, resolve_precision
 from skysort.errors import DataError
 from skysort.models.embeddings import default_cache_dir
 from skysort.models.model import SkyModel
-from skysort.rundir import LAST_CHECKPOINT, WEIGHTS_DIR
+from skysort.rundir import LAST_CHECKPOINT, PLAN, WEIGHTS_DIR
 from skysort.tasks import Task
 from skysort.training.checkpoint import load_checkpoint, read_state
 from skysort.training.distributed import Distributed
@@ -151,42 +155,128 @@ def finetune_optimizer(model: SkyModel, cfg: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=cfg.finetune_lr)
 
 
+def pixel_cache(cfg: TrainConfig, preprocess: Preprocess, n_images: int) -> Path | None:
+    """The pixel cache folder for this run, or None when ``cache_max_gb`` cannot hold it.
+
+    The estimate is the resized pixels of every image at a 3:2 aspect (uint8), beside
+    what the folder holds already; nothing is evicted (delete the folder to free it).
+    """
+    folder = Path(cfg.cache_dir or default_cache_dir()) / "pixels"
+    if cfg.cache_max_gb <= 0:
+        return None
+    need = n_images * preprocess.resize_size ** 2 * 1.5 * 3
+    have = sum(f.stat().st_size for f in folder.glob("*.npy")) if folder.is_dir() else 0
+    if need + have > cfg.cache_max_gb * 1e9:
+        print(f"pixel cache: {n_images} images need about {need / 1e9:.1f} GB beside the "
+              f"{have / 1e9:.1f} GB in {folder}, over cache_max_gb={cfg.cache_max_gb}; "
+              "decoding every image every epoch", file=sys.stderr)
+        return None
+    return folder
+
+
+def measure_precision(model: SkyModel, task: Task, cfg: TrainConfig, device: torch.device,
+                      loss_fn: Any, size: int) -> tuple[torch.dtype | None, dict[str, float]]:
+    """``precision=auto``: where the processor has native bfloat16, times a few forward
+    and backward passes of the actual model at the actual input size in float32 and in
+    bfloat16 and keeps the faster (bfloat16 is faster for large inputs, slower for small
+    ones on some CPUs). Weights, batch-norm statistics and random generators are left as
+    they were; the gradients are cleared."""
+    native = resolve_precision(cfg.precision, device)
+    if cfg.precision != "auto" or native is None or device.type != "cpu":
+        return native, {}
+    batch = min(8, cfg.finetune_batch_size)
+    images = torch.zeros(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    shape, dtype = ((batch,), np.int64) if task.single_label else \
+        ((batch, task.num_outputs), np.float32)
+    targets = task.target_tensor(np.zeros(shape, dtype=dtype))
+    timings: dict[str, float] = {}
+    was_training = model.training
+    model.eval()  # batch norms must not learn from zeros
+    with torch.random.fork_rng():
+        for name, enabled in (("fp32", False), ("bf16", True)):
+            runs = []
+            for _ in range(3):  # the first warms up
+                start = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+                    loss = loss_fn(model(images).float(), targets)
+                loss.backward()
+                runs.append(time.perf_counter() - start)
+            timings[name] = min(runs[1:]) / batch
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return (torch.bfloat16 if timings["bf16"] < timings["fp32"] else None), timings
+
+
 def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: LabeledImages,
                    part: Mapping[str, np.ndarray], cfg: TrainConfig, device: torch.device,
-                   run_dir: Path, log: Any, resume: bool,
-                   head_history: list[dict[str, Any]], ddp: Distributed) -> Progress:
+                   run_dir: Path, log: Any, resume: bool, head_history: list[dict[str, Any]],
+                   ddp: Distributed, cache: Path | None = None) -> Progress:
     """Stage 2: head and unfrozen blocks on augmented images, checkpointed every epoch.
     The returned history holds both stages. In a distributed run each process trains on
-    its share of every epoch and gradients are averaged (:mod:`skysort.training.distributed`)."""
+    its share of every epoch and gradients are averaged (:mod:`skysort.training.distributed`).
+
+    Every image is decoded once into the pixel cache ``cache`` (:func:`pixel_cache`; the
+    embedding pass fills it as it decodes); epochs then read uint8 squares from it in
+    this process, augment whole batches in torch
+    (:class:`~skysort.data.augment.BatchAugment`) and give every core this process may
+    use to the model: no worker competes with its threads.
+    """
     seed_everything(cfg.seed + 1)  # a resumed run restores the generators' saved state
     targets = data.targets
     train_paths = [data.paths[i] for i in part["train"]]
+    val_paths = [data.paths[i] for i in part["val"]]
     train_targets = targets[part["train"]]
+    cores = cpu_count()
+    pixels = create_transform(preprocess, training=True, cache_dir=cache)
+    workers = cfg.workers
+    if cache is not None:
+        decoders = default_workers() if cfg.workers is None else cfg.workers
+        warm_pixel_cache(pixels, train_paths + val_paths, decoders)  # bad files: skipped below
+        workers = 0 if cfg.workers is None else cfg.workers
+    elif workers is None:
+        workers = min(default_workers(), max(1, cores - 1)) if cores > 1 else 0
+    threads = max(1, cores - workers)
     weights = task.sample_weights(train_targets) if cfg.balance == "sampler" else None
     sampler = EpochSampler(len(train_paths), cfg.seed, weights, rank=ddp.rank,
                            world_size=ddp.world_size)
-    resized_cache = Path(cfg.cache_dir or default_cache_dir()) / "resized"
-    augment = create_transform(preprocess, training=True, augment=cfg.augment, seed=cfg.seed,
-                               cache_dir=resized_cache)
+    augment = BatchAugment(preprocess, cfg.augment, cfg.seed)
     whole_batches = len(sampler) >= 2 * cfg.finetune_batch_size
-    loader = image_loader(train_paths, augment, batch_size=cfg.finetune_batch_size,
-                          workers=cfg.workers, sampler=sampler, drop_last=whole_batches,
+    loader = image_loader(train_paths, pixels, batch_size=cfg.finetune_batch_size,
+                          workers=workers, sampler=sampler, drop_last=whole_batches,
                           generator=torch.Generator().manual_seed(cfg.seed))
-    val_loader = image_loader([data.paths[i] for i in part["val"]],
-                              create_transform(preprocess, cache_dir=resized_cache),
-                              batch_size=cfg.finetune_batch_size, workers=cfg.workers)
+    val_loader = image_loader(val_paths, create_transform(preprocess, cache_dir=cache),
+                              batch_size=cfg.finetune_batch_size, workers=workers)
     y_val = task.target_tensor(targets[part["val"]]).to(device)
     loss_fn = task.loss_fn(train_targets, cfg.balance, cfg.label_smoothing)
     model.to(device).to(memory_format=torch.channels_last)
-    autocast = resolve_precision(cfg.precision, device)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    plan = read_plan(run_dir) if resume else {}
+    if "precision" in plan:  # a resumed run keeps the precision it started with
+        autocast = torch.bfloat16 if plan["precision"] == "bf16" else None
+    else:
+        autocast, timings = measure_precision(model, task, cfg, device, loss_fn,
+                                              preprocess.input_size)
+        autocast = ddp.broadcast(autocast)
+        plan = {"cores": cores, "threads": threads, "workers": workers,
+                "pixel_cache": str(cache) if cache else None,
+                "precision": "bf16" if autocast is not None else "fp32",
+                "seconds_per_image": timings}
+        if ddp.main:
+            (run_dir / PLAN).write_text(json.dumps(plan, indent=2), encoding="utf-8")
+    print(f"{cores} core(s): {threads} training thread(s), "
+          + (f"{workers} decoding worker(s)" if workers else "decoding from the pixel cache"
+             if cache else "decoding in this process")
+          + f"; {plan['precision']}" + (" (measured faster)" if plan.get("seconds_per_image")
+                                        else ""), file=sys.stderr)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sampler.epoch = epoch
         for index, images, _ in loader:
             if images is None:
                 continue
-            images = images.to(device).contiguous(memory_format=torch.channels_last)
-            yield images, task.target_tensor(train_targets[index.numpy()]).to(device)
+            x = augment(images, [(epoch, int(i)) for i in index]).to(device)
+            yield x, task.target_tensor(train_targets[index.numpy()]).to(device)
 
     def validate(net: nn.Module) -> tuple[float, np.ndarray]:
         net.eval()
@@ -221,4 +311,16 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
                   loss_fn, optimizer, scheduler, epochs=cfg.finetune_epochs,
                   patience=cfg.finetune_patience, autocast=autocast, ema=ema,
                   checkpoint_dir=run_dir / WEIGHTS_DIR if ddp.main else None)
-    return fit(stage, task, progress, threshold=cfg.threshold, log=log)
+    try:
+        return fit(stage, task, progress, threshold=cfg.threshold, log=log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def read_plan(run_dir: Path) -> dict[str, Any]:
+    """What an earlier start of this run chose (``finetune_plan.json``), or nothing."""
+    try:
+        plan = json.loads((run_dir / PLAN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return plan if isinstance(plan, dict) else {}

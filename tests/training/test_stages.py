@@ -1,0 +1,108 @@
+"""Fine-tuning at the CPU's speed: decode once, every core to the model, precision chosen
+by measurement, and none of it changing what is trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import skysort
+from skysort.config import TrainConfig
+from skysort.data.split import read_split_csv
+from skysort.data.transforms import Preprocess
+from skysort.device import cpu_count
+from skysort.models.backbones import create_backbone
+from skysort.models.model import SkyModel
+from skysort.tasks import make_task
+from skysort.training import stages
+from tests.conftest import write_color_folders
+
+
+@pytest.mark.slow
+def test_fine_tuning_decodes_each_image_once_and_gives_the_cores_to_the_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_color_folders(tmp_path / "data", per_class=10, size=48)
+    decoded: list[Path] = []
+    fitting: list[bool] = []
+    real_fit, real_decode = stages.fit, Preprocess.decode
+
+    def fit(*args: object, **kwargs: object) -> object:
+        fitting.append(True)
+        try:
+            return real_fit(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            fitting.clear()
+
+    def decode(self: Preprocess, path: Path) -> object:
+        if fitting:
+            decoded.append(Path(path))
+        return real_decode(self, path)
+
+    monkeypatch.setattr(stages, "fit", fit)
+    monkeypatch.setattr(Preprocess, "decode", decode)
+    threads = torch.get_num_threads()
+    cache = tmp_path / "cache"
+    result = skysort.train(data, project=str(tmp_path / "runs"), finetune="full",
+                           finetune_epochs=2, epochs=3, input_size=32, cache_dir=str(cache))
+    plan = json.loads((result.run_dir / "finetune_plan.json").read_text())
+    assert plan["workers"] == 0 and plan["threads"] == cpu_count()
+    assert plan["precision"] in ("fp32", "bf16") and plan["pixel_cache"] == str(cache / "pixels")
+    # the embedding pass filled the pixel cache: the fine-tuning epochs and their
+    # validation decoded no file
+    assert decoded == []
+    rows = read_split_csv(result.run_dir / "split.csv")
+    used = sum(r["split"] in ("train", "val") for r in rows)
+    assert len(list((cache / "pixels").glob("*.npy"))) >= used
+    assert torch.get_num_threads() == threads  # given back after fine-tuning
+
+
+def _model() -> tuple[SkyModel, object]:
+    task = make_task("multiclass", ["a", "b", "c"])
+    backbone = create_backbone(input_size=32)
+    return SkyModel(backbone.model, backbone.num_features, task), task
+
+
+def test_precision_is_measured_only_where_bf16_is_native(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    model, task = _model()
+    loss_fn = task.loss_fn(np.array([0, 1, 2]), "none")  # type: ignore[attr-defined]
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(stages, "resolve_precision", lambda name, device: None)
+    assert stages.measure_precision(model, task, TrainConfig(), cpu, loss_fn, 32) == (None, {})
+    monkeypatch.setattr(stages, "resolve_precision", lambda name, device: torch.bfloat16)
+    assert stages.measure_precision(model, task, TrainConfig(precision="bf16"), cpu, loss_fn,
+                                    32) == (torch.bfloat16, {})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    model.train()
+    dtype, timings = stages.measure_precision(model, task, TrainConfig(finetune_batch_size=4),
+                                              cpu, loss_fn, 32)
+    assert set(timings) == {"fp32", "bf16"} and all(t > 0 for t in timings.values())
+    assert dtype == (torch.bfloat16 if timings["bf16"] < timings["fp32"] else None)
+    # nothing the run depends on moved: weights, batch-norm statistics, generators
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_the_pixel_cache_refuses_what_cache_max_gb_cannot_hold(tmp_path: Path) -> None:
+    pre = create_backbone(input_size=224).preprocess
+    small = TrainConfig(cache_dir=str(tmp_path), cache_max_gb=0.001)
+    assert stages.pixel_cache(small, pre, 100) is None  # 100 x 256 x 384 x 3 > 1 MB
+    assert stages.pixel_cache(TrainConfig(cache_dir=str(tmp_path), cache_max_gb=0), pre,
+                              1) is None
+    assert stages.pixel_cache(TrainConfig(cache_dir=str(tmp_path)), pre, 100) == \
+        tmp_path / "pixels"
+
+
+def test_read_plan_tolerates_a_missing_or_damaged_plan(tmp_path: Path) -> None:
+    assert stages.read_plan(tmp_path) == {}
+    (tmp_path / "finetune_plan.json").write_text("{")
+    assert stages.read_plan(tmp_path) == {}
+    (tmp_path / "finetune_plan.json").write_text('{"precision": "fp32"}')
+    assert stages.read_plan(tmp_path) == {"precision": "fp32"}
