@@ -34,13 +34,16 @@ import tempfile
 import time
 from pathlib import Path
 
+# isort: off
+import skysort  # first: it sets how OpenMP threads wait before torch loads OpenMP
+# isort: on
+
 import numpy as np
 import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import skysort
 from bench_train_predict import machine, versions
 from skysort.models.backbones import create_backbone
 from skysort.synth.galaxies import render_galaxy
