@@ -38,13 +38,15 @@ def run_digest(run: str | Path) -> str:
     return digest.hexdigest()
 
 
-def export_run(run: str | Path, fmt: str = "onnx", output: str | Path | None = None) -> Path:
-    """Writes the run's model as ONNX (default ``RUN/model.onnx``); returns the path."""
+def export_run(run: str | Path, fmt: str = "onnx", output: str | Path | None = None, *,
+               source: str | None = None) -> Path:
+    """Writes the run's model as ONNX (default ``RUN/model.onnx``); returns the path.
+    ``source`` is the run's :func:`run_digest` when the caller has it already."""
     from skysort.models.model import load_model
 
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
-    source = run_digest(run)
+    source = source or run_digest(run)
     model, info = load_model(run)
     out = Path(output) if output else Path(run) / ONNX_FILE
     return export_model(model, info, out, source)
@@ -62,11 +64,17 @@ def export_model(model: SkyModel, info: ModelInfo, output: Path, source: str = "
 def onnx_for_run(run: str | Path) -> Path:
     """The run's ONNX file, exported again unless it was exported from the weights and
     ``model.json`` the run holds now (by content, never by modification times)."""
+    return onnx_with_source(run)[0]
+
+
+def onnx_with_source(run: str | Path) -> tuple[Path, str]:
+    """:func:`onnx_for_run` and the :func:`run_digest` it was checked against (the run's
+    files are hashed once)."""
     run = Path(run)
-    onnx_file = run / ONNX_FILE
-    if onnx_file.is_file() and onnx_metadata(onnx_file).get(SOURCE_KEY) == run_digest(run):
-        return onnx_file
-    return export_run(run, output=onnx_file)
+    onnx_file, source = run / ONNX_FILE, run_digest(run)
+    if onnx_file.is_file() and onnx_metadata(onnx_file).get(SOURCE_KEY) == source:
+        return onnx_file, source
+    return export_run(run, output=onnx_file, source=source), source
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:

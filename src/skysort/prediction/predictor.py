@@ -53,10 +53,10 @@ def make_runner(predictor: Predictor, engine: str, device: str
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
     if engine == "onnx" or (engine == "auto" and auto_is_cpu(device)):
-        from skysort.models.export import onnx_for_run, run_digest
+        from skysort.models.export import onnx_with_source
 
-        path = onnx_for_run(predictor.run)
-        return "onnx", OnnxWorkerModel(str(path), run_digest(predictor.run))
+        path, source = onnx_with_source(predictor.run)
+        return "onnx", OnnxWorkerModel(str(path), source)
     from skysort.models.model import published_runner
 
     return "torch", published_runner(predictor.model, resolve_device(device))
