@@ -71,9 +71,15 @@ class ImageClassifier:
         return self.predictor.classes_
 
     def predict_proba(self, paths: Sequence[str | Path]) -> np.ndarray:
-        """Class probabilities ``(n, k)``, columns in ``classes_`` order; NaN rows for
-        unreadable files."""
+        """Calibrated class probabilities ``(n, k)``, columns in ``classes_`` order; NaN
+        rows for unreadable files."""
         return self.predictor.predict_proba(paths)
+
+    def predict_set(self, paths: Sequence[str | Path], coverage: float = 0.9
+                    ) -> list[list[str] | None]:
+        """Conformal prediction sets that hold the true class for a share ``coverage`` of
+        images (:meth:`skysort.Predictor.predict_set`)."""
+        return self.predictor.predict_set(paths, coverage)
 
     def predict(self, paths: Sequence[str | Path]) -> np.ndarray:
         """The most probable class per file (``""`` for unreadable files)."""

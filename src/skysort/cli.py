@@ -93,12 +93,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         out = predict_on_ray(args.run, args.inputs, args.output, address=args.address,
                              batch_size=args.batch_size, fmt=args.format,
-                             path_column=args.path_column, actors=args.actors)
+                             path_column=args.path_column, actors=args.actors,
+                             coverage=args.coverage, min_confidence=args.min_confidence)
     else:
         out = predict(args.run, args.inputs, args.output, batch_size=args.batch_size,
                       workers=args.workers, device=args.device, engine=args.engine,
                       top_k=args.top_k, tta=args.tta, resume=args.resume, fmt=args.format,
-                      path_column=args.path_column)
+                      path_column=args.path_column, coverage=args.coverage,
+                      min_confidence=args.min_confidence)
     print(f"predictions written to {out}")
     return 0
 
@@ -237,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=at_least(1), help="model replicas for --engine ray")
     p.add_argument("--path-column", default="path", help="path column of a CSV catalogue")
     p.add_argument("--top-k", type=at_least(1), default=5, help="classes printed for one image")
+    p.add_argument("--coverage", type=float, metavar="C",
+                   help="add each image's conformal prediction set: the classes that hold "
+                        "the true one for a share C of images (e.g. 0.9)")
+    p.add_argument("--min-confidence", type=float, metavar="P",
+                   help="abstain below this top probability: empty prediction, abstained=1")
     p.add_argument("--tta", action="store_true",
                    help="average over rotations and flips (test-time augmentation)")
     p.add_argument("--batch-size", type=at_least(1), default=32,
@@ -255,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="make a small galaxy image set, train, evaluate, predict")
     p.add_argument("--out", default="skysort-demo", help="folder for data and runs")
-    p.add_argument("--per-class", type=at_least(4), default=40, help="images per class")
+    p.add_argument("--per-class", type=at_least(4), default=100, help="images per class")
     p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--task", choices=["classes", "fractions"], default="classes",
                    help="classes: morphology folders; fractions: Galaxy Zoo style vote "

@@ -28,6 +28,9 @@ from skysort.tasks import TASK_KINDS
 BALANCE_CHOICES = ("weights", "sampler", "none")
 AUGMENT_CHOICES = AUGMENT_PRESETS
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
+#: ``auto``: temperature scaling for softmax and multi-label outputs, Platt scaling for a
+#: binary sigmoid, fitted on the validation split; ``none``: the model's own outputs.
+CALIBRATE_CHOICES = ("auto", "none")
 TASK_CHOICES = ("auto", *TASK_KINDS)
 
 
@@ -72,6 +75,7 @@ class TrainConfig(DataSpec):
     ema_decay: float = 0.995
     precision: str = "auto"
     # evaluation
+    calibrate: str = "auto"
     threshold: float = 0.5
     derived_thresholds: tuple[float, ...] = (0.6, 0.9)
     # machinery
@@ -100,6 +104,7 @@ class TrainConfig(DataSpec):
         _choice("task", self.task, TASK_CHOICES)
         _choice("augment", self.augment, AUGMENT_CHOICES)
         _choice("precision", self.precision, PRECISION_CHOICES)
+        _choice("calibrate", self.calibrate, CALIBRATE_CHOICES)
         if self.finetune not in ("auto", "head", "full") and \
                 not re.fullmatch(r"last:[1-9]\d*", self.finetune):
             raise ConfigError(f"finetune={self.finetune!r}: must be auto, head, full or last:N "

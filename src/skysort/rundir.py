@@ -15,6 +15,8 @@ only place a run's layout is spelled out::
       metrics_predictions.csv           per-image outputs of that evaluation
       training_curves.png CURVES_PNG
       confusion_matrix.png CONFUSION_PNG
+      reliability_diagram.png RELIABILITY_PNG  calibration: accuracy against confidence
+      risk_coverage.png   RISK_PNG      accuracy of the most confident images, by share kept
       finetune_plan.json  PLAN          cores, threads, workers, pixel cache, precision chosen
       model.onnx          ONNX_FILE     the exported model (``skysort export``)
       predictions.csv     PREDICTIONS   default output of ``skysort predict``
@@ -46,6 +48,8 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
+RELIABILITY_PNG = "reliability_diagram.png"
+RISK_PNG = "risk_coverage.png"
 ONNX_FILE = "model.onnx"
 PREDICTIONS = "predictions.csv"
 WEIGHTS_DIR = "weights"
@@ -56,7 +60,8 @@ PLAN = "finetune_plan.json"
 
 #: What a finished run holds, in the order README's "What a run directory holds" lists it.
 RUN_FILES = (CONFIG, MODEL_FILE, MODEL_JSON, SPLIT, BAD_FILES, LABEL_ISSUES, HISTORY,
-             METRICS, CURVES_PNG, CONFUSION_PNG, PLAN, WEIGHTS_DIR, TENSORBOARD)
+             METRICS, CURVES_PNG, CONFUSION_PNG, RELIABILITY_PNG, RISK_PNG, PLAN, WEIGHTS_DIR,
+             TENSORBOARD)
 
 
 def make_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:

@@ -91,4 +91,5 @@ def test_balanced_sampling_trains_on_an_imbalanced_set(tmp_path: Path) -> None:
                    finetune="head")
     assert TrainConfig.from_yaml(result.run_dir / "config.yaml").balance == "sampler"
     assert result.metrics["model"]["balanced_accuracy"] >= 0.9
-    assert not result.metrics["warnings"]
+    # nothing wrong with the model (its 7 validation images are too few to calibrate it)
+    assert [w for w in result.metrics["warnings"] if not w.startswith("NOT CALIBRATED")] == []

@@ -18,6 +18,7 @@ from skysort.data.dataset import DataSpec, open_dataset
 from skysort.data.sources import LabeledImages
 from skysort.data.split import read_split_csv
 from skysort.errors import ConfigError, DataError
+from skysort.evaluation.plots import plot_scores
 from skysort.evaluation.scoring import score_images
 from skysort.rundir import CONFIG, METRICS, SPLIT, require
 from skysort.tasks import Task
@@ -122,9 +123,10 @@ def evaluate(run: str | Path, data: str | Path | DataSpec | None = None, *,
             f"metrics_{used if data is None else Path(str(getattr(data, 'data', data))).stem}.json"
         output = run_dir / name
     metrics = score_images(model, info, labeled, Path(output), used=used,
-                           threshold=cfg.threshold if threshold is None else threshold,
+                           threshold=info.threshold if threshold is None else threshold,
                            derived_thresholds=derived_thresholds or cfg.derived_thresholds,
                            cache_dir=cache_dir or cfg.cache_dir, workers=workers,
                            device=resolve_device(device), tta=tta)
     metrics["output"] = str(output)
+    metrics["plots"] = [str(p) for p in plot_scores(metrics, Path(output))]
     return metrics

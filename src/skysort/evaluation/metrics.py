@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from skysort.evaluation.calibration import format_probability_metrics, residual_spread
+
 #: A model "collapsed" when one class gets at least this share of its predictions...
 COLLAPSE_SHARE = 0.9
 #: ... and that share exceeds the class's true share by this much.
@@ -257,6 +259,7 @@ def fraction_metrics(y_true: np.ndarray, pred: np.ndarray, columns: Sequence[str
     pred = np.asarray(pred, dtype=np.float64)
     base = np.broadcast_to(np.asarray(train_mean, dtype=np.float64), y_true.shape)
     model_rmse, base_rmse = _rmse(pred, y_true), _rmse(base, y_true)
+    spread = residual_spread(y_true, pred, columns)
     metrics: dict[str, Any] = {
         "task": "fractions",
         "n": len(y_true),
@@ -265,7 +268,8 @@ def fraction_metrics(y_true: np.ndarray, pred: np.ndarray, columns: Sequence[str
         "baseline": {"kind": "training mean of each column", "rmse": base_rmse},
         "improvement_over_baseline": (1 - model_rmse / base_rmse) if base_rmse > 0 else None,
         "per_column": {c: {"rmse": _rmse(pred[:, j], y_true[:, j]),
-                           "baseline_rmse": _rmse(base[:, j], y_true[:, j])}
+                           "baseline_rmse": _rmse(base[:, j], y_true[:, j]),
+                           "residual": spread[c]}
                        for j, c in enumerate(columns)},
         "warnings": [],
     }
@@ -389,6 +393,7 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
             lines.append(f"  derived class (threshold {t}): accuracy {_fmt(v['accuracy'])}, "
                          f"baseline {_fmt(v['baseline_accuracy'])}; true counts "
                          f"{v['true_counts']}")
+    lines += format_probability_metrics(metrics)
     for warning in metrics.get("warnings", []):
         bar = "!" * 78
         lines += ["", bar, f"!! WARNING: {warning}", bar]

@@ -1,7 +1,9 @@
 """Pictures a person can look at, drawn from the files a run writes (history, metrics).
 
 * ``training_curves.png``: losses and the validation score per epoch, both stages;
-* ``confusion_matrix.png``: for single-label tasks, rows normalised by true class.
+* ``confusion_matrix.png``: for single-label tasks, rows normalised by true class;
+* ``reliability_diagram.png``: accuracy against confidence, before and after calibration;
+* ``risk_coverage.png``: accuracy of the images kept as only the most confident are kept.
 """
 
 from __future__ import annotations
@@ -83,3 +85,78 @@ def plot_confusion(metrics: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_reliability(metrics: dict[str, Any], path: Path) -> Path | None:
+    """Reliability diagram: accuracy against confidence per bin (calibrated, and before
+    calibration when the model is calibrated), bars of the images per bin below."""
+    cal = metrics.get("calibration")
+    if not cal or not cal["model"].get("bins"):
+        return None
+    plt = _pyplot()
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    curves = [("before calibration", cal.get("uncalibrated"), "C3"),
+              ("calibrated" if cal["method"] != "none" else "model", cal["model"], "C0")]
+    for label, scores, colour in curves:
+        if not scores:
+            continue
+        bins = [b for b in scores["bins"] if b["count"]]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-",
+                color=colour, label=f"{label} (ECE {scores['ece']:.3f})")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"reliability ({cal['bins_count']} bins, {metrics['n']} images)")
+    bins = cal["model"]["bins"]
+    ax2.bar([(b["lower"] + b["upper"]) / 2 for b in bins], [b["count"] for b in bins],
+            width=1 / len(bins), color="C0", edgecolor="white")
+    ax2.set_xlabel("confidence (probability of the predicted class)")
+    ax2.set_ylabel("images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_risk_coverage(metrics: dict[str, Any], path: Path) -> Path | None:
+    """Accuracy of the images kept against the share kept, as the threshold rises."""
+    risk = metrics.get("risk_coverage")
+    if not risk or not risk["curve"]:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    curve = risk["curve"]
+    ax.plot([r["kept"] for r in curve], [r["accuracy"] for r in curve], color="C0",
+            label="model")
+    ax.axhline(metrics["model"]["accuracy"], color="grey", linestyle=":",
+               label="accuracy keeping every image")
+    ax.set_xlabel("share of images kept (the most confident)")
+    ax.set_ylabel("accuracy of the images kept")
+    ax.set_xlim(1.0, 0.0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_scores(metrics: dict[str, Any], metrics_path: Path) -> list[Path]:
+    """The evaluation's pictures beside its metrics file: confusion matrix, reliability
+    diagram and risk-coverage curve, for the task kinds that have them. Beside
+    ``metrics.json`` they take the run directory's names; beside ``metrics_<name>.json``
+    they get ``<name>_`` in front."""
+    from skysort.rundir import CONFUSION_PNG, METRICS, RELIABILITY_PNG, RISK_PNG
+
+    stem = metrics_path.stem
+    prefix = "" if metrics_path.name == METRICS else \
+        f"{stem.removeprefix('metrics_')}_"
+    written = []
+    for plot, name in ((plot_confusion, CONFUSION_PNG), (plot_reliability, RELIABILITY_PNG),
+                       (plot_risk_coverage, RISK_PNG)):
+        out = plot(metrics, metrics_path.with_name(prefix + name))
+        if out is not None:
+            written.append(out)
+    return written

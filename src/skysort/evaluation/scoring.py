@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from skysort.data.sources import LabeledImages, first_occurrences
+from skysort.evaluation.calibration import calibration_report, risk_coverage
+from skysort.evaluation.conformal import COVERAGES, coverage_report, prediction_sets, too_rare
 from skysort.evaluation.metrics import task_metrics, write_metrics
 from skysort.models.info import ModelInfo
 from skysort.models.runners import model_outputs
@@ -52,11 +54,16 @@ def score_images(model: SkyModel, info: ModelInfo, labeled: LabeledImages, outpu
     keep = first_occurrences(labeled.paths)
     if len(keep) < len(labeled):
         labeled = labeled.subset(keep)
-    outputs, bad = model_outputs(model, info, labeled.paths, cache_dir=cache_dir,
-                                 workers=workers, device=device, tta=tta)
+    both, bad = model_outputs(model, info, labeled.paths, cache_dir=cache_dir,
+                              workers=workers, device=device, tta=tta, kind="both")
+    k = info.task.num_outputs
+    outputs, uncalibrated = both[:, :k], both[:, k:]
     good = np.array([i for i in range(len(labeled)) if i not in bad], dtype=np.int64)
     metrics = task_metrics(info.task, labeled.targets[good], outputs[good], threshold=threshold,
                            derived_thresholds=derived_thresholds)
+    metrics.update(probability_metrics(info, labeled.targets[good], outputs[good],
+                                       uncalibrated[good], threshold))
+    metrics["warnings"] += metrics.get("calibration", {}).get("warnings", [])
     metrics["split"] = used
     metrics["tta"] = tta
     metrics["data"] = str(labeled.root)
@@ -65,6 +72,38 @@ def score_images(model: SkyModel, info: ModelInfo, labeled: LabeledImages, outpu
     write_image_rows(predictions_path(output), labeled, outputs, bad, info.task,
                      metrics.get("threshold", 0.5))
     return metrics
+
+
+def probability_metrics(info: ModelInfo, targets: np.ndarray, outputs: np.ndarray,
+                        uncalibrated: np.ndarray, threshold: float) -> dict[str, Any]:
+    """What the probabilities are worth: ``calibration`` (beside the uncalibrated outputs
+    and the class prior), and for single-label tasks ``risk_coverage`` (accuracy of the
+    most confident images) and ``prediction_sets`` (coverage and set sizes at
+    :data:`~skysort.evaluation.conformal.COVERAGES`). Vote fractions have none of these."""
+    task = info.task
+    if task.kind == "fractions":
+        return {}
+    out: dict[str, Any] = {"calibration": calibration_report(task, targets, outputs,
+                                                             uncalibrated, info.calibration)}
+    if not task.single_label:
+        return out
+    probs = task.class_probabilities(outputs)
+    predicted = task.predicted_class(outputs, threshold)
+    rows = np.arange(len(probs))
+    out["risk_coverage"] = risk_coverage(probs[rows, predicted], predicted == targets)
+    if info.conformal:
+        out["prediction_sets"] = {
+            "score": info.conformal.get("score", ""), "fitted_on": info.conformal.get("n", 0),
+            "by_coverage": {f"{c:g}": {
+                **coverage_report(prediction_sets(probs, info.conformal, task.classes, c),
+                                  targets, task.classes, c),
+                **_mode(too_rare(info.conformal, task.classes, c))} for c in COVERAGES}}
+    return out
+
+
+def _mode(rare: list[str]) -> dict[str, Any]:
+    """How the sets' thresholds were set: per class, or pooled when classes were too rare."""
+    return {"mode": "marginal" if rare else "per class", "too_rare": rare}
 
 
 def write_image_rows(path: Path, labeled: LabeledImages, outputs: np.ndarray,

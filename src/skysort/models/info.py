@@ -13,6 +13,7 @@ from typing import Any
 
 from skysort._version import __version__
 from skysort.data.transforms import Preprocess
+from skysort.models.calibration import Calibration
 from skysort.rundir import MODEL_FILE, MODEL_JSON, damaged, require
 from skysort.tasks import Task, task_from_dict
 
@@ -33,6 +34,11 @@ class ModelInfo:
     id_column: str | None = None
     target_columns: list[str] = field(default_factory=list)
     threshold: float = 0.5
+    #: How the logits are calibrated (fitted on the validation split after training).
+    calibration: Calibration | None = None
+    #: The validation split's conformity scores per class, for prediction sets
+    #: (:mod:`skysort.evaluation.conformal`).
+    conformal: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -45,13 +51,15 @@ class ModelInfo:
             "head": {"kind": "linear", "dropout": self.dropout},
             "source": {"id_column": self.id_column, "target_columns": self.target_columns},
             "threshold": self.threshold,
+            **({"calibration": self.calibration.to_dict()} if self.calibration else {}),
+            **({"conformal": self.conformal} if self.conformal else {}),
             **self.extra,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
         known = {"skysort_version", "task", "backbone", "preprocess", "head", "source",
-                 "threshold"}
+                 "threshold", "calibration", "conformal"}
         source = data.get("source", {})
         return cls(
             task=task_from_dict(data["task"]),
@@ -64,6 +72,9 @@ class ModelInfo:
             id_column=source.get("id_column"),
             target_columns=list(source.get("target_columns", [])),
             threshold=float(data.get("threshold", 0.5)),
+            calibration=(Calibration.from_dict(data["calibration"])
+                         if data.get("calibration") else None),
+            conformal=data.get("conformal") or None,
             extra={k: v for k, v in data.items() if k not in known},
         )
 

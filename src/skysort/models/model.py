@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from skysort.models.backbones import create_backbone
+from skysort.models.calibration import Calibration
 from skysort.models.info import ModelInfo, read_model_info
 from skysort.rundir import (
     MODEL_FILE,
     MODEL_JSON,
     atomic_write,
+    damaged,
     load_weights,
     read_safetensors,
     require,
@@ -31,15 +33,46 @@ __all__ = ["ModelInfo", "Published", "SkyModel", "load_model", "published_runner
            "read_model_info", "save_model"]
 
 
+class CalibratedOutput(nn.Module):
+    """``layer(logits * scale + bias)``: the task's output layer after calibration."""
+
+    def __init__(self, layer: nn.Module, calibration: Calibration) -> None:
+        super().__init__()
+        self.layer = layer
+        # Not in the state dict: model.json holds the numbers, model.safetensors the weights.
+        self.register_buffer("scale", torch.tensor(calibration.scale, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("bias", torch.tensor(calibration.bias, dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        scale: torch.Tensor = self.scale  # type: ignore[assignment]
+        bias: torch.Tensor = self.bias  # type: ignore[assignment]
+        return self.layer(logits * scale.to(logits.dtype) + bias.to(logits.dtype))
+
+
 class SkyModel(nn.Module):
-    """Backbone -> dropout + linear head -> logits; :meth:`predict` adds the output layer."""
+    """Backbone -> dropout + linear head -> logits; :meth:`predict` adds the output layer
+    (after the calibration, when the model has one)."""
 
     def __init__(self, backbone: nn.Module, num_features: int, task: Task,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, calibration: Calibration | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, task.num_outputs))
-        self.output = task.output_layer()
+        self.task = task
+        #: The task's output layer without calibration.
+        self.uncalibrated = task.output_layer()
+        self.output: nn.Module = self.uncalibrated
+        self.calibrate(calibration)
+
+    def calibrate(self, calibration: Calibration | None) -> None:
+        """Puts ``calibration`` (None or the identity: none) before the output layer."""
+        if calibration is not None and len(calibration.scale) != self.task.num_outputs:
+            raise ValueError(f"a calibration of {len(calibration.scale)} outputs does not fit "
+                             f"a model of {self.task.num_outputs}")
+        self.output = self.uncalibrated if calibration is None or calibration.is_identity \
+            else CalibratedOutput(self.uncalibrated, calibration)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
@@ -74,24 +107,44 @@ def load_model(run_dir: str | Path) -> tuple[SkyModel, ModelInfo]:
                                input_size=info.preprocess.input_size)
     model = SkyModel(backbone.model, info.num_features, info.task, dropout=info.dropout)
     load_weights(model, state, weights)
+    try:
+        model.calibrate(info.calibration)
+    except ValueError as exc:
+        raise damaged(require(run_dir, MODEL_JSON), exc) from exc
     return model.eval(), info
 
 
-class Published(nn.Module):
-    """A classifier with its output layer: images in, published outputs out."""
+#: What a model run over images returns: the published outputs (calibrated), the logits,
+#: or the calibrated and the uncalibrated outputs side by side (``2 * num_outputs``).
+OUTPUT_KINDS = ("published", "logits", "both")
 
-    def __init__(self, model: SkyModel) -> None:
+
+def head_outputs(model: SkyModel, logits: torch.Tensor, kind: str = "published") -> torch.Tensor:
+    """Logits -> outputs of ``kind`` (one of :data:`OUTPUT_KINDS`)."""
+    if kind == "logits":
+        return logits
+    if kind == "both":
+        return torch.cat([model.output(logits), model.uncalibrated(logits)], dim=1)
+    return model.output(logits)
+
+
+class Published(nn.Module):
+    """A classifier with its output layer: images in, published outputs out (or another
+    of :data:`OUTPUT_KINDS`)."""
+
+    def __init__(self, model: SkyModel, kind: str = "published") -> None:
         super().__init__()
         self.model = model
+        self.kind = kind
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.output(self.model(images))
+        return head_outputs(self.model, self.model(images), self.kind)
 
 
-def published_runner(model: SkyModel, device: torch.device | str = "cpu"
-                     ) -> Callable[[np.ndarray], np.ndarray]:
-    """The model's published outputs as a function of a float32 NCHW array (torch)."""
+def published_runner(model: SkyModel, device: torch.device | str = "cpu",
+                     kind: str = "published") -> Callable[[np.ndarray], np.ndarray]:
+    """The model's outputs of ``kind`` as a function of a float32 NCHW array (torch)."""
     from skysort.models.embeddings import torch_runner
 
-    run = torch_runner(Published(model), device)
+    run = torch_runner(Published(model, kind), device)
     return lambda images: run(torch.from_numpy(images))

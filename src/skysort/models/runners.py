@@ -127,20 +127,28 @@ def iter_outputs(run: Runner | OnnxWorkerModel, transform: EvalTransform, paths:
 def model_outputs(model: SkyModel, info: ModelInfo, paths: Sequence[Path], *,
                   cache_dir: str | Path | None = None, batch_size: int = 32,
                   workers: int | None = None, device: torch.device | str = "cpu",
-                  tta: bool = False, runner: Runner | None = None
-                  ) -> tuple[np.ndarray, dict[int, str]]:
+                  tta: bool = False, runner: Runner | None = None,
+                  kind: str = "published") -> tuple[np.ndarray, dict[int, str]]:
     """Outputs for every file (NaN rows for unreadable ones) and the reasons they failed.
 
     With a frozen backbone (and no TTA) the embeddings come from, and go to, the
     embedding cache, so evaluating right after training costs only the head. Otherwise
     ``runner`` (default: the model in torch) runs over the decoded files.
+
+    Args:
+        kind: ``published`` (the calibrated outputs), ``logits``, or ``both``: the
+            calibrated outputs and then the uncalibrated ones, side by side (each averaged
+            over test-time views as prediction averages them).
     """
     import torch
 
     from skysort.models.embeddings import cached_embeddings, embedding_key
-    from skysort.models.model import published_runner
+    from skysort.models.model import OUTPUT_KINDS, head_outputs, published_runner
 
-    outputs = np.full((len(paths), info.task.num_outputs), np.nan, dtype=np.float32)
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"kind={kind!r}: one of {OUTPUT_KINDS}")
+    width = info.task.num_outputs * (2 if kind == "both" else 1)
+    outputs = np.full((len(paths), width), np.nan, dtype=np.float32)
     if info.frozen_backbone and not tta and runner is None:
         key = embedding_key(info.backbone, info.weights_id, info.preprocess)
         feats, bad = cached_embeddings(model.backbone, info.preprocess, key, paths,
@@ -151,14 +159,16 @@ def model_outputs(model: SkyModel, info: ModelInfo, paths: Sequence[Path], *,
             model.eval()
             with torch.inference_mode():
                 logits = model.head(torch.from_numpy(feats[good]).to(device))
-                outputs[good] = model.output(logits).float().cpu().numpy()
+                outputs[good] = head_outputs(model, logits, kind).float().cpu().numpy()
         return outputs, bad
-    run = runner or published_runner(model, device)
+    if runner is not None and kind != "published":
+        raise ValueError("a given runner gives published outputs only")
+    run = runner or published_runner(model, device, kind)
     failed: dict[int, str] = {}
     start = 0
     preset = str(info.extra.get("augment", "sky")) if tta else None
     for chunk, out, errors in iter_outputs(run, create_transform(info.preprocess), paths,
-                                           num_outputs=info.task.num_outputs,
+                                           num_outputs=width,
                                            batch_size=batch_size, workers=workers, tta=preset):
         outputs[start:start + len(chunk)] = out
         failed.update({start + i: why for i, why in errors.items()})

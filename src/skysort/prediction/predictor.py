@@ -29,7 +29,7 @@ from skysort.device import auto_is_cpu, resolve_device
 from skysort.errors import ConfigError, DataError
 from skysort.models.info import read_model_info
 from skysort.models.runners import OnnxWorkerModel, Runner, iter_outputs
-from skysort.prediction.writers import Layout, Sink
+from skysort.prediction.writers import Layout, Sink, check_options
 from skysort.rundir import PREDICTIONS
 from skysort.tasks import Task
 
@@ -131,11 +131,32 @@ class Predictor:
         return np.concatenate(parts)
 
     def predict_proba(self, paths: Sequence[str | Path]) -> np.ndarray:
-        """Probabilities ``(n, len(classes_))``: one per class for single-label tasks, one
+        """Calibrated probabilities ``(n, len(classes_))`` (the run's calibration is part of
+        the model): one per class for single-label tasks, one
         per output column otherwise (fractions for vote fractions); NaN rows for
         unreadable files."""
         outputs = self.predict_outputs(paths)
         return self.task.class_probabilities(outputs) if self.single_label else outputs
+
+    def predict_set(self, paths: Sequence[str | Path], coverage: float = 0.9
+                    ) -> list[list[str] | None]:
+        """Conformal prediction sets: per file, the classes (most probable first) whose set
+        holds the true class for a share ``coverage`` of images like the validation split's
+        (:mod:`skysort.evaluation.conformal`); None for an unreadable file."""
+        from skysort.evaluation.conformal import prediction_sets
+        from skysort.prediction.writers import check_options
+
+        check_options(self.info, coverage, None)
+        probs = self.predict_proba(paths)
+        member = prediction_sets(probs, self.info.conformal or {}, self.classes_, coverage)
+        out: list[list[str] | None] = []
+        for p, m in zip(probs, member, strict=True):
+            if np.isnan(p).any():
+                out.append(None)
+                continue
+            order = np.flatnonzero(m)
+            out.append([self.classes_[c] for c in order[np.argsort(-p[order], kind="stable")]])
+        return out
 
     def predict(self, paths: Sequence[str | Path]) -> np.ndarray:
         """Single-label: the predicted class per file (``""`` for unreadable files).
@@ -154,7 +175,8 @@ class Predictor:
 def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | None = None,
             *, batch_size: int = 32, workers: int | None = None, device: str = "auto",
             engine: str = "auto", top_k: int = 5, quiet: bool = False, tta: bool = False,
-            resume: bool = False, fmt: str | None = None, path_column: str = "path") -> Path:
+            resume: bool = False, fmt: str | None = None, path_column: str = "path",
+            coverage: float | None = None, min_confidence: float | None = None) -> Path:
     """Labels every image named by ``inputs`` and writes the predictions file.
 
     Args:
@@ -168,15 +190,20 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
         resume: keep the rows an interrupted run already wrote and label only the rest.
         fmt: ``csv`` or ``parquet`` (default: from the output's suffix).
         path_column: the path column of a CSV catalogue input.
+        coverage: add each image's conformal prediction set for this coverage
+            (``prediction_set``, ``set_size``).
+        min_confidence: leave ``prediction`` empty, and mark ``abstained``, when the top
+            probability is below this.
 
     Returns:
         The output path.
     """
     check_count("top_k", top_k, 1)
+    check_options(read_model_info(run), coverage, min_confidence)
     predictor = Predictor(run, engine=engine, device=device, batch_size=batch_size,
                           workers=workers, tta=tta)
     output = Path(output) if output else Path(run) / PREDICTIONS
-    layout = Layout(predictor.info)
+    layout = Layout(predictor.info, coverage, min_confidence)
     sink = Sink(output, layout, fmt, resume=resume)
     if sink.done and not quiet:
         print(f"resuming: {len(sink.done)} input(s) already in {output}", file=sys.stderr)

@@ -30,14 +30,15 @@ ERROR = "_error"
 class RayPredictor:
     """One model replica inside a Ray actor: a batch of paths -> a batch of output rows."""
 
-    def __init__(self, run: str, engine: str = "auto") -> None:
+    def __init__(self, run: str, engine: str = "auto", coverage: float | None = None,
+                 min_confidence: float | None = None) -> None:
         from skysort.prediction.predictor import Predictor
         from skysort.prediction.writers import Layout
 
         # Each actor decodes and runs the model in its own process, on the one CPU Ray
         # gives it; Ray runs many actors side by side.
         self.predictor = Predictor(run, engine=engine, workers=0, threads=1)
-        self.layout = Layout(self.predictor.info)
+        self.layout = Layout(self.predictor.info, coverage, min_confidence)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         """The layout's columns, plus ``_error`` (why a file could not be read, or "")."""
@@ -57,7 +58,8 @@ class RayPredictor:
 def predict_on_ray(run: str | Path, inputs: Iterable[str | Path], output: str | Path | None,
                    *, address: str | None = None, batch_size: int = 32, fmt: str | None = None,
                    path_column: str = "path", actors: int | None = None,
-                   engine: str = "auto") -> Path:
+                   engine: str = "auto", coverage: float | None = None,
+                   min_confidence: float | None = None) -> Path:
     """Labels the inputs with Ray Data; returns the output folder of shards.
 
     Args:
@@ -67,11 +69,15 @@ def predict_on_ray(run: str | Path, inputs: Iterable[str | Path], output: str | 
         address: a Ray cluster to join; None starts a local instance.
         fmt: ``csv`` (default) or ``parquet``.
         actors: model replicas (default: one per CPU of the cluster, at most 8).
+        coverage, min_confidence: as for :func:`skysort.prediction.predictor.predict`.
     """
     try:
         import ray
     except ImportError as exc:
         raise ConfigError("--engine ray needs Ray: pip install 'skysort[ray]'") from exc
+    from skysort.prediction.writers import check_options
+
+    check_options(read_model_info(run), coverage, min_confidence)
     fmt = fmt or ("parquet" if output and str(output).endswith(".parquet") else "csv")
     if fmt not in ("csv", "parquet"):
         raise ConfigError(f"output format {fmt!r} is not csv or parquet")
@@ -91,7 +97,8 @@ def predict_on_ray(run: str | Path, inputs: Iterable[str | Path], output: str | 
                                       override_num_blocks=max(1, min(len(paths) // batch_size,
                                                                      4 * replicas)))
         rows = dataset.map_batches(RayPredictor, fn_constructor_kwargs={
-            "run": str(Path(run).resolve()), "engine": engine}, batch_size=batch_size,
+            "run": str(Path(run).resolve()), "engine": engine, "coverage": coverage,
+            "min_confidence": min_confidence}, batch_size=batch_size,
             concurrency=replicas, num_cpus=1, batch_format="numpy").materialize()
         if read_model_info(run).id_column is None:  # error rows belong in the output
             _write(rows.drop_columns([ERROR]), out, fmt)

@@ -43,20 +43,82 @@ def file_id(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix else path.name
 
 
-class Layout:
-    """Columns and rows for one model's predictions."""
+#: Columns that ``--coverage`` and ``--min-confidence`` add.
+SET_COLUMNS = ("prediction_set", "set_size")
+ABSTAINED = "abstained"
+#: Between the class names of a prediction set.
+SET_SEPARATOR = "|"
 
-    def __init__(self, info: ModelInfo) -> None:
+
+def check_options(info: ModelInfo, coverage: float | None, min_confidence: float | None
+                  ) -> None:
+    """Prediction sets and abstention need one class per image, and sets need the
+    conformity scores a calibrated run keeps."""
+    from skysort.evaluation.conformal import check_coverage
+
+    what = "--coverage" if coverage is not None else "--min-confidence"
+    if (coverage is not None or min_confidence is not None) and not info.task.single_label:
+        raise ConfigError(f"{what} needs a model with one class per image; this one predicts "
+                          f"{info.task.kind} outputs")
+    if coverage is not None:
+        check_coverage(coverage)
+        if not info.conformal:
+            raise ConfigError("--coverage: this run holds no conformity scores (it was trained "
+                              "before skysort kept them, or with an empty validation split); "
+                              "train it again")
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise ConfigError(f"min_confidence={min_confidence}: must lie in [0, 1]")
+
+
+class Layout:
+    """Columns and rows for one model's predictions.
+
+    Args:
+        coverage: add the conformal prediction set for this coverage (``prediction_set``:
+            class names joined by ``|``, most probable first; ``set_size``).
+        min_confidence: below this top probability, leave ``prediction`` empty and set
+            ``abstained`` to 1.
+    """
+
+    def __init__(self, info: ModelInfo, coverage: float | None = None,
+                 min_confidence: float | None = None) -> None:
+        check_options(info, coverage, min_confidence)
         self.info = info
         self.task = info.task
         self.table = info.id_column is not None
+        self.min_confidence = min_confidence
+        self.set_thresholds = None
+        if coverage is not None and info.conformal:
+            from skysort.evaluation.conformal import thresholds
+
+            self.set_thresholds = thresholds(info.conformal, self.task.classes, coverage)
+        extra = [*(SET_COLUMNS if coverage is not None else ()),
+                 *((ABSTAINED,) if min_confidence is not None else ())]
         if self.table:
             names = (info.target_columns[:1] if self.task.kind == "binary" and
                      info.target_columns else self.task.output_names)
-            self.columns = [str(info.id_column), *names]
+            self.columns = [str(info.id_column), *names, *extra]
         else:
             names = [f"prob_{c}" if c in FIXED_COLUMNS else c for c in self.task.classes]
-            self.columns = ["path", "prediction", "probability", *names, "error"]
+            self.columns = ["path", "prediction", "probability", *names, *extra, "error"]
+        self.extra = len(extra)
+
+    def _extra(self, probs: np.ndarray | None, top: int) -> list[Any]:
+        """The values of the set and abstention columns (None for an unreadable file)."""
+        values: list[Any] = []
+        if self.set_thresholds is not None:
+            if probs is None:
+                values += [None, None]
+            else:
+                member = np.flatnonzero(1.0 - probs.astype(np.float64)
+                                        <= self.set_thresholds + 1e-12)
+                member = member[np.argsort(-probs[member], kind="stable")]
+                values += [SET_SEPARATOR.join(self.task.classes[c] for c in member),
+                           len(member)]
+        if self.min_confidence is not None:
+            values.append(None if probs is None else
+                          int(float(probs[top]) < self.min_confidence))
+        return values
 
     def key(self, path: Path) -> str:
         """What identifies an input in the output (its id, or its path)."""
@@ -67,13 +129,19 @@ class Layout:
         if outputs is None or np.isnan(outputs).any():
             if self.table:
                 return None
-            return [str(path), "", None, *[None] * len(self.task.classes), error]
-        if self.table:
+            return [str(path), "", None, *[None] * len(self.task.classes),
+                    *self._extra(None, 0), error]
+        if self.table and not self.task.single_label:
             return [file_id(path), *(round(float(v), DECIMALS) for v in outputs)]
         probs = self.task.class_probabilities(outputs[None])[0]
         top = int(self.task.predicted_class(outputs[None], self.info.threshold)[0])
-        return [str(path), self.task.classes[top], round(float(probs[top]), DECIMALS),
-                *(round(float(v), DECIMALS) for v in probs), ""]
+        extra = self._extra(probs, top)
+        if self.table:
+            return [file_id(path), *(round(float(v), DECIMALS) for v in outputs), *extra]
+        abstain = self.min_confidence is not None and extra[-1] == 1
+        return [str(path), "" if abstain else self.task.classes[top],
+                round(float(probs[top]), DECIMALS),
+                *(round(float(v), DECIMALS) for v in probs), *extra, ""]
 
 
 def _csv_value(value: Any) -> str:

@@ -21,7 +21,7 @@ from skysort.training.recipe import train
 DEMO_CLASSES = ("elliptical", "spiral", "edge_on", "merger")
 
 
-def run_demo(out: str | Path = "skysort-demo", per_class: int = 40, seed: int = 0,
+def run_demo(out: str | Path = "skysort-demo", per_class: int = 100, seed: int = 0,
              task: str = "classes") -> Path:
     """Makes sample data in ``out/``, trains ``out/runs/demo`` (or ``demo_fractions``),
     evaluates and predicts; returns the run directory.
@@ -32,13 +32,14 @@ def run_demo(out: str | Path = "skysort-demo", per_class: int = 40, seed: int = 
     """
     out = Path(out)
     if task == "fractions":
-        return _fractions_demo(out, n=per_class * len(DEMO_CLASSES) * 2, seed=seed)
+        return _fractions_demo(out, n=per_class * len(DEMO_CLASSES), seed=seed)
     data = out / "galaxies"
     print(f"rendering {per_class * len(DEMO_CLASSES)} simulated galaxy images into {data}/ ...")
     make_class_folders(data, dict.fromkeys(DEMO_CLASSES, per_class), size=96, fmt="png",
                        seed=seed, snr_range=(20.0, 200.0))
+    # A fifth of the images for validation: enough to calibrate the probabilities.
     result = train(data, project=out / "runs", name="demo", exist_ok=True, seed=seed,
-                   finetune="head")
+                   finetune="head", split=(0.6, 0.2, 0.2))
     metrics = evaluate(result.run_dir)  # what `skysort evaluate` does; same test images
     model, baseline = metrics["model"], metrics["baseline"]
     print(f"\nskysort evaluate: balanced accuracy {model['balanced_accuracy']:.3f} on "

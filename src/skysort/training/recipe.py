@@ -28,8 +28,9 @@ from skysort.data.split import read_split_csv, split_by_hash, write_split_csv
 from skysort.data.tables import summarize_issues, write_label_issues
 from skysort.device import resolve_device
 from skysort.errors import ConfigError, DataError, RunError
+from skysort.evaluation.calibration import calibrate_model
 from skysort.evaluation.metrics import format_metrics
-from skysort.evaluation.plots import plot_confusion, plot_history
+from skysort.evaluation.plots import plot_history, plot_scores
 from skysort.evaluation.scoring import score_images
 from skysort.models.backbones import create_backbone, native_input_size
 from skysort.models.embeddings import cached_embeddings, embedding_key
@@ -38,7 +39,6 @@ from skysort.rundir import (
     BAD_FILES,
     BEST_CHECKPOINT,
     CONFIG,
-    CONFUSION_PNG,
     CURVES_PNG,
     HISTORY,
     LABEL_ISSUES,
@@ -234,6 +234,12 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
                      threshold=cfg.threshold,
                      extra={"balance": cfg.balance, "finetune": cfg.finetune,
                             "augment": cfg.augment, "embedding_key": key})
+    if not interrupted:
+        # Seconds: the head's outputs on the validation split (from the embedding cache
+        # for a frozen backbone).
+        print(calibrate_model(model, info, dataset.subset(part["val"]), cfg.calibrate,
+                              threshold=cfg.threshold, cache_dir=cfg.cache_dir,
+                              workers=cfg.workers, device=device))
     model.to("cpu")
     save_model(model, info, run_dir)
     if interrupted:
@@ -242,10 +248,10 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     # -- test --------------------------------------------------------------------------------
     eval_split = "test" if len(part["test"]) else "val"
     metrics = score_images(model, info, dataset.subset(part[eval_split]), run_dir / METRICS,
-                           used=eval_split, threshold=cfg.threshold,
+                           used=eval_split, threshold=info.threshold,
                            derived_thresholds=cfg.derived_thresholds, cache_dir=cfg.cache_dir,
                            workers=cfg.workers, device=device)
-    plot_confusion(metrics, run_dir / CONFUSION_PNG)
+    plot_scores(metrics, run_dir / METRICS)
     print(format_metrics(metrics, title=f"{eval_split} split: {metrics['n']} images"))
     return TrainResult(run_dir=run_dir, metrics=metrics, history=history,
                        bad_files={dataset.relpath(dataset.paths[i]): r for i, r in bad.items()})

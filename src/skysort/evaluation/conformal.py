@@ -1,0 +1,119 @@
+"""Prediction sets with a coverage guarantee: split conformal prediction.
+
+After training (and calibration), every validation image gets the conformity score
+``1 - p(true class)`` (the LAC score of Sadinle, Lei and Wasserman 2019, which gives the
+smallest sets on average); the scores are kept per class in ``model.json``. For a coverage
+``c``, class ``y`` belongs to an image's set when ``1 - p(y) <= q_y``, where ``q_y`` is the
+``ceil((n_y + 1) c) / n_y`` empirical quantile of the scores of the ``n_y`` validation images
+of class ``y``: the true class is then in the set for at least a share ``c`` of new images
+*of every class* (class-conditional, "Mondrian" conformal prediction; Vovk 2012), so a rare
+class is covered as often as the common one, as for Mars HiRISE, where 82% of crops are
+"other". That needs at least ``c / (1 - c)`` validation images of every class (9 for 0.9,
+19 for 0.95); when a class has fewer, one threshold from the scores of all classes
+together is used for every class instead, which guarantees the coverage over all images
+but not per class (``evaluate`` says which was used, and which classes were too rare).
+The guarantee assumes new images are exchangeable with the validation split: drawn from
+the same survey in the same way.
+
+A set can be empty (no class is plausible enough: often an image unlike the training
+data) or hold several classes (the model cannot tell them apart at that coverage).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from skysort.errors import ConfigError
+
+#: The coverages ``evaluate`` reports.
+COVERAGES = (0.8, 0.9, 0.95)
+SCORE = "1 - p(true class), per class"
+
+
+def check_coverage(coverage: float) -> None:
+    if not 0 < coverage < 1:
+        raise ConfigError(f"coverage={coverage}: must lie strictly between 0 and 1 "
+                          "(e.g. 0.9: the true class is in the set for 90% of images)")
+
+
+def conformity_scores(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str]
+                      ) -> dict[str, Any]:
+    """What ``model.json`` keeps: the sorted scores of the validation images, per class."""
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.int64)
+    ok = ~np.isnan(probs).any(axis=1)
+    scores = 1.0 - probs[ok, y[ok]]
+    return {"score": SCORE, "n": int(ok.sum()),
+            "scores": {c: [round(float(s), 7) for s in np.sort(scores[y[ok] == j])]
+                       for j, c in enumerate(classes)}}
+
+
+def _quantile(sorted_scores: np.ndarray, coverage: float) -> float:
+    """The conformal quantile; above every score (all classes kept) when too few."""
+    n = len(sorted_scores)
+    rank = _rank(n, coverage)
+    return float(sorted_scores[rank - 1]) if 0 < rank <= n else math.inf
+
+
+def _rank(n: int, coverage: float) -> int:
+    """``ceil((n + 1) * coverage)``, not thrown off by rounding (5 * 0.8 is 4.000...01)."""
+    return math.ceil((n + 1) * coverage - 1e-9)
+
+
+def thresholds(conformal: dict[str, Any], classes: Sequence[str], coverage: float
+               ) -> np.ndarray:
+    """``q_y`` per class for ``coverage``: per class when every class has enough
+    validation images (:func:`too_rare` is empty), else one pooled threshold for all."""
+    check_coverage(coverage)
+    per_class = [np.sort(np.asarray(conformal["scores"].get(c, []), dtype=np.float64))
+                 for c in classes]
+    if too_rare(conformal, classes, coverage):
+        pooled = np.sort(np.concatenate(per_class)) if per_class else np.zeros(0)
+        return np.full(len(classes), _quantile(pooled, coverage))
+    return np.array([_quantile(s, coverage) for s in per_class])
+
+
+def too_rare(conformal: dict[str, Any], classes: Sequence[str], coverage: float) -> list[str]:
+    """The classes with too few validation images for a per-class threshold at
+    ``coverage`` (fewer than ``coverage / (1 - coverage)``)."""
+    counts = {c: len(conformal["scores"].get(c, [])) for c in classes}
+    return [c for c in classes if _rank(counts[c], coverage) > counts[c]]
+
+
+def prediction_sets(probs: np.ndarray, conformal: dict[str, Any], classes: Sequence[str],
+                    coverage: float) -> np.ndarray:
+    """``(n, k)`` booleans: which classes are in each image's set (all False for a NaN row)."""
+    q = thresholds(conformal, classes, coverage)
+    probs = np.asarray(probs, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return (1.0 - probs) <= q[None, :] + 1e-12
+
+
+def set_labels(member: np.ndarray, classes: Sequence[str]) -> list[list[str]]:
+    """Class names of each set, most to least probable order is the caller's."""
+    return [[c for c, m in zip(classes, row, strict=True) if m] for row in member]
+
+
+def coverage_report(member: np.ndarray, targets: np.ndarray, classes: Sequence[str],
+                    coverage: float) -> dict[str, Any]:
+    """Empirical coverage and set sizes on labelled images, overall and per class."""
+    y = np.asarray(targets, dtype=np.int64)
+    n = len(y)
+    sizes = member.sum(axis=1)
+    hit = member[np.arange(n), y] if n else np.zeros(0, dtype=bool)
+
+    def summary(mask: np.ndarray) -> dict[str, Any]:
+        count = int(mask.sum())
+        if not count:
+            return {"n": 0, "coverage": None, "mean_size": None, "single": None, "empty": None}
+        return {"n": count, "coverage": float(hit[mask].mean()),
+                "mean_size": float(sizes[mask].mean()),
+                "single": float((sizes[mask] == 1).mean()),
+                "empty": float((sizes[mask] == 0).mean())}
+
+    return {"coverage_asked": coverage, **summary(np.ones(n, dtype=bool)),
+            "per_class": {c: summary(y == j) for j, c in enumerate(classes)}}

@@ -1,0 +1,106 @@
+"""A model's calibration: an affine map of its logits, saved with the model.
+
+``logits * scale + bias``, one ``scale`` and ``bias`` per output, applied before the task's
+output layer (:class:`skysort.models.model.SkyModel`), so every predictor (torch, ONNX
+Runtime, Ray) and the exported graph give the same calibrated probabilities:
+
+* ``temperature`` (Guo et al. 2017), for a softmax: every logit divided by one
+  temperature ``T`` (``scale = 1/T``, no bias);
+* ``platt`` (Platt 1999), for a binary sigmoid: ``sigmoid(a * z + b)``;
+* ``temperature`` per label, for multi-label sigmoids;
+* ``none``: the identity (``calibrate=none``, vote fractions, or too few validation
+  images to fit it).
+
+Scales are positive, so a softmax's ranking of classes (its predicted class) never changes.
+A binary model's decision threshold is moved through the same map
+(:meth:`Calibration.threshold`), so its predicted class does not change either.
+
+The fitting lives in :mod:`skysort.evaluation.calibration`; this module has no torch, so
+reading ``model.json`` for prediction never imports it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+CALIBRATION_METHODS = ("temperature", "platt", "none")
+
+
+@dataclass
+class Calibration:
+    """``logits * scale + bias`` per output, and how it was fitted.
+
+    Attributes:
+        method: one of :data:`CALIBRATION_METHODS`.
+        scale, bias: one value per output (the number of logits).
+        fitted_on: validation images it was fitted on.
+        nll_before, nll_after: their negative log-likelihood before and after.
+        note: why it is the identity, when it is (empty otherwise).
+        reason: the same as a word: ``off`` (``calibrate=none``), ``fractions``,
+            ``too_few`` (validation images), ``no_gain`` (it did not help held-out images).
+    """
+
+    method: str
+    scale: list[float]
+    bias: list[float]
+    fitted_on: int = 0
+    nll_before: float | None = None
+    nll_after: float | None = None
+    note: str = ""
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def identity(cls, outputs: int, note: str = "", fitted_on: int = 0,
+                 reason: str = "") -> Calibration:
+        return cls(method="none", scale=[1.0] * outputs, bias=[0.0] * outputs,
+                   fitted_on=fitted_on, note=note, reason=reason)
+
+    @property
+    def is_identity(self) -> bool:
+        return all(s == 1.0 for s in self.scale) and all(b == 0.0 for b in self.bias)
+
+    @property
+    def temperature(self) -> float | None:
+        """The one temperature of a softmax's temperature scaling (else None)."""
+        if self.method != "temperature" or len(set(self.scale)) != 1:
+            return None
+        return 1.0 / self.scale[0]
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated logits, in float64."""
+        return np.asarray(logits, dtype=np.float64) * np.asarray(self.scale) + \
+            np.asarray(self.bias)
+
+    def threshold(self, uncalibrated: float) -> float:
+        """Where a binary decision threshold on the uncalibrated probability lies on the
+        calibrated one: images are called positive exactly as before."""
+        z = math.log(uncalibrated / (1 - uncalibrated))
+        return 1.0 / (1.0 + math.exp(-(z * self.scale[0] + self.bias[0])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "scale": list(self.scale), "bias": list(self.bias),
+                "fitted_on": self.fitted_on, "nll_before": self.nll_before,
+                "nll_after": self.nll_after, "note": self.note, "reason": self.reason,
+                **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        known = {"method", "scale", "bias", "fitted_on", "nll_before", "nll_after", "note",
+                 "reason"}
+        scale = [float(v) for v in data["scale"]]
+        bias = [float(v) for v in data["bias"]]
+        if data["method"] not in CALIBRATION_METHODS or len(scale) != len(bias) or \
+                any(not s > 0 or not math.isfinite(s) for s in scale) or \
+                any(not math.isfinite(b) for b in bias):
+            raise ValueError(f"calibration {data!r}: needs a method of {CALIBRATION_METHODS} "
+                             "and one positive, finite scale and one finite bias per output")
+        return cls(method=str(data["method"]), scale=scale, bias=bias,
+                   fitted_on=int(data.get("fitted_on", 0)), nll_before=data.get("nll_before"),
+                   nll_after=data.get("nll_after"), note=str(data.get("note", "")),
+                   reason=str(data.get("reason", "")),
+                   extra={k: v for k, v in data.items() if k not in known})

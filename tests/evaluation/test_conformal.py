@@ -1,0 +1,86 @@
+"""Conformal prediction sets: coverage checked on simulations with known probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from skysort.errors import ConfigError
+from skysort.evaluation.conformal import (
+    conformity_scores,
+    coverage_report,
+    prediction_sets,
+    thresholds,
+    too_rare,
+)
+
+CLASSES = ["other", "crater", "dunes", "spider", "streak"]
+#: HiRISE-like: most images are "other".
+PRIOR = np.array([0.82, 0.07, 0.05, 0.04, 0.02])
+
+
+def draw(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities the model gets exactly right, and classes drawn from them."""
+    probs = softmax(rng.normal(0, 1.5, (n, len(CLASSES))) + np.log(PRIOR), axis=1)
+    y = np.array([rng.choice(len(CLASSES), p=p) for p in probs])
+    return probs, y
+
+
+@pytest.mark.parametrize("coverage", [0.8, 0.9, 0.95])
+def test_sets_cover_the_true_class_as_often_as_asked_in_every_class(coverage: float) -> None:
+    rng = np.random.default_rng(0)
+    val_p, val_y = draw(6000, rng)
+    test_p, test_y = draw(8000, rng)
+    kept = conformity_scores(val_p, val_y, CLASSES)
+    report = coverage_report(prediction_sets(test_p, kept, CLASSES, coverage), test_y,
+                             CLASSES, coverage)
+    assert abs(report["coverage"] - coverage) <= 0.03
+    for j, (name, v) in enumerate(report["per_class"].items()):
+        # class-conditional: the rare classes are covered as often as "other", within
+        # the sampling noise of their few hundred validation and test images
+        n_val = len(kept["scores"][name])
+        noise = np.sqrt(coverage * (1 - coverage) * (1 / n_val + 1 / v["n"]))
+        assert v["coverage"] >= coverage - 3 * noise, (name, j)
+    assert 1 <= report["mean_size"] <= len(CLASSES)
+
+
+def test_marginal_coverage_alone_would_fail_the_rare_classes() -> None:
+    """Why the sets are class-conditional: one pooled threshold covers 90% overall but
+    far less of a rare class."""
+    rng = np.random.default_rng(7)
+    val_p, val_y = draw(6000, rng)
+    test_p, test_y = draw(8000, rng)
+    pooled = {"scores": {"all": sorted(1 - val_p[np.arange(len(val_y)), val_y])}}
+    q = thresholds(pooled, ["all"], 0.9)[0]
+    member = (1 - test_p) <= q
+    rare = test_y == CLASSES.index("streak")
+    assert member[np.arange(len(test_y)), test_y][rare].mean() < 0.8
+    per_class = conformity_scores(val_p, val_y, CLASSES)
+    member = prediction_sets(test_p, per_class, CLASSES, 0.9)
+    assert member[np.arange(len(test_y)), test_y][rare].mean() > 0.85
+
+
+def test_a_class_too_rare_for_the_coverage_makes_the_threshold_marginal() -> None:
+    scores = {"scores": {"a": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95],
+                         "b": [0.05, 0.5, 0.55, 0.6]}}
+    # 0.8 needs 4 images of each class: per class. a: rank ceil(11 * 0.8) = 9 -> 0.9;
+    # b: rank ceil(5 * 0.8) = 4 -> 0.6
+    assert too_rare(scores, ["a", "b"], 0.8) == []
+    assert thresholds(scores, ["a", "b"], 0.8).tolist() == [0.9, 0.6]
+    # 0.9 needs 9: b is too rare, so all 14 scores pooled: rank ceil(15 * 0.9) = 14 -> 0.95
+    assert too_rare(scores, ["a", "b"], 0.9) == ["b"]
+    assert thresholds(scores, ["a", "b"], 0.9).tolist() == [0.95, 0.95]
+    # 0.95 needs 19 of each, and the 14 pooled are too few: every class in every set
+    assert thresholds(scores, ["a", "b"], 0.95).tolist() == [np.inf, np.inf]
+    member = prediction_sets(np.array([[0.05, 0.95], [0.999, 0.001]]), scores, ["a", "b"], 0.8)
+    assert member.tolist() == [[False, True], [True, False]]
+
+
+def test_nan_rows_get_empty_sets_and_bad_coverages_are_refused() -> None:
+    kept = conformity_scores(np.array([[0.9, 0.1]] * 30), np.zeros(30, dtype=int), ["a", "b"])
+    member = prediction_sets(np.array([[np.nan, np.nan], [0.95, 0.05]]), kept, ["a", "b"], 0.8)
+    # b has no validation images: the pooled threshold (a's 0.1) decides for both
+    assert member.tolist() == [[False, False], [True, False]]
+    with pytest.raises(ConfigError, match="strictly between 0 and 1"):
+        thresholds(kept, ["a", "b"], 1.0)
