@@ -58,7 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(args.data, config.updated(overrides))
     if not result.main:  # another process of a distributed run reports
         return 0
-    print(f"\nresults in {result.run_dir}/ (model, metrics.json, history.csv, split.csv)")
+    print(f"\nresults in {result.run_dir}/ (model, metrics.json, history.csv, split.csv); "
+          f"open {result.run_dir / 'report.html'} in a browser")
     print(f"next: skysort evaluate {result.run_dir}   |   "
           f"skysort predict {result.run_dir} IMAGES...")
     return 0
@@ -81,7 +82,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if metrics["unreadable_files"]:
         print(f"\n{len(metrics['unreadable_files'])} file(s) could not be read "
               f"(listed in {metrics['output']})")
-    print(f"\nmetrics written to {metrics['output']}")
+    print(f"\nmetrics written to {metrics['output']}; report: {metrics['report']}")
     return 0
 
 
@@ -111,6 +112,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = export_run(args.run, args.format, args.output)
     print(f"exported to {out} (inputs: float32 (batch, 3, size, size); metadata key "
           "'skysort' holds the classes and preprocessing)")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from skysort.evaluation.report import write_report
+
+    out = write_report(args.run, args.metrics, args.output)
+    print(f"report written to {out}")
     return 0
 
 
@@ -259,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
     p.add_argument("-o", "--output", help="file to write (default RUN/model.onnx)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("report", help="render the run's report.html again from its files")
+    p.add_argument("run", help="a run directory written by skysort train")
+    p.add_argument("--metrics", help="the evaluation to report (default RUN/metrics.json; "
+                                     "e.g. RUN/metrics_other.json)")
+    p.add_argument("-o", "--output", help="page to write (default RUN/report.html, or "
+                                          "report_<name>.html beside metrics_<name>.json)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="make a small galaxy image set, train, evaluate, predict")
     p.add_argument("--out", default="skysort-demo", help="folder for data and runs")

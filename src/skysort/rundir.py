@@ -17,6 +17,7 @@ only place a run's layout is spelled out::
       confusion_matrix.png CONFUSION_PNG
       reliability_diagram.png RELIABILITY_PNG  calibration: accuracy against confidence
       risk_coverage.png   RISK_PNG      accuracy of the most confident images, by share kept
+      report.html         REPORT        all of it as one self-contained page
       finetune_plan.json  PLAN          cores, threads, workers, pixel cache, precision chosen
       model.onnx          ONNX_FILE     the exported model (``skysort export``)
       predictions.csv     PREDICTIONS   default output of ``skysort predict``
@@ -50,6 +51,7 @@ CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability_diagram.png"
 RISK_PNG = "risk_coverage.png"
+REPORT = "report.html"
 ONNX_FILE = "model.onnx"
 PREDICTIONS = "predictions.csv"
 WEIGHTS_DIR = "weights"
@@ -60,8 +62,8 @@ PLAN = "finetune_plan.json"
 
 #: What a finished run holds, in the order README's "What a run directory holds" lists it.
 RUN_FILES = (CONFIG, MODEL_FILE, MODEL_JSON, SPLIT, BAD_FILES, LABEL_ISSUES, HISTORY,
-             METRICS, CURVES_PNG, CONFUSION_PNG, RELIABILITY_PNG, RISK_PNG, PLAN, WEIGHTS_DIR,
-             TENSORBOARD)
+             METRICS, CURVES_PNG, CONFUSION_PNG, RELIABILITY_PNG, RISK_PNG, REPORT, PLAN,
+             WEIGHTS_DIR, TENSORBOARD)
 
 
 def make_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:

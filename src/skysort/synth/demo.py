@@ -55,6 +55,7 @@ def run_demo(out: str | Path = "skysort-demo", per_class: int = 100, seed: int =
     print(f"run:          {result.run_dir}/  (model.safetensors, model.json, config.yaml,")
     print("              split.csv, history.csv, metrics.json, bad_files.csv)")
     print(f"predictions:  {csv_path}")
+    print(f"report:       {result.run_dir / 'report.html'}  (open it in a browser)")
     print(f"\nnext: skysort predict {result.run_dir} YOUR_IMAGES/  "
           f"or  skysort train YOUR_DATA/")
     return result.run_dir

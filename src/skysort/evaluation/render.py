@@ -1,0 +1,79 @@
+"""The renderer every HTML page of skysort shares: one self-contained file.
+
+Pages are Jinja2 templates (``templates/``) with their CSS inline; plots (matplotlib) and
+image thumbnails are embedded as ``data:`` URIs, so a page needs nothing but itself: it
+opens from disk in any browser, with no script, font or request to a network, and can be
+mailed to a colleague. Thumbnails are small JPEGs read through skysort's own image reader
+(FITS, 16-bit PNG and TIFF included).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from skysort.data.images import load_image, read_or_reason
+from skysort.rundir import atomic_write
+
+#: Side of a gallery thumbnail, pixels.
+THUMBNAIL = 96
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def figure_uri(draw: Callable[[Any], Any], dpi: int = 80) -> str | None:
+    """Runs ``draw(buffer)`` (a plot function of :mod:`skysort.evaluation.plots`, or any
+    function that saves a figure to a file object) and returns the PNG as a data URI;
+    None when it drew nothing."""
+    buffer = io.BytesIO()
+    if draw(buffer) is None:
+        return None
+    return data_uri(buffer.getvalue(), "image/png")
+
+
+def thumbnail_uri(path: str | Path, size: int = THUMBNAIL) -> str | None:
+    """A small JPEG of an image file as a data URI; None when it cannot be read (a file
+    that moved since the run)."""
+    image, _ = read_or_reason(load_image, path)
+    if image is None:
+        return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return data_uri(buffer.getvalue(), "image/jpeg")
+
+
+def render(template: str, context: dict[str, Any], output: Path) -> Path:
+    """Renders ``templates/<template>`` with ``context`` into ``output`` (atomically)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("skysort.evaluation", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             # a run from another version may lack a key: show nothing
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["pct"] = lambda v, d=1: "n/a" if _missing(v) else f"{100 * v:.{d}f}%"
+    html = env.get_template(template).render(**context)
+    atomic_write(output, html.encode("utf-8"))
+    return output
+
+
+def _missing(value: Any) -> bool:
+    import jinja2
+
+    return value is None or isinstance(value, jinja2.Undefined) or \
+        (isinstance(value, float) and value != value)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if _missing(value):
+        return "n/a"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"

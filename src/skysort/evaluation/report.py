@@ -1,0 +1,391 @@
+"""``report.html``: one self-contained page per run, rendered from the run's files.
+
+:func:`write_report` reads what the run directory holds (``metrics.json`` or another
+evaluation's ``metrics_<name>.json``, its per-image ``*_predictions.csv``, ``history.csv``,
+``split.csv``, ``bad_files.csv``, ``label_issues.csv``, ``config.yaml``, ``model.json``,
+``finetune_plan.json``) and the images the per-image rows name; it needs no model, so
+``skysort report RUN`` redraws it years later. A file a run does not have (an older
+run, a run stopped early) leaves its section out. Plots are matplotlib, galleries small
+JPEG thumbnails, all embedded (:mod:`skysort.evaluation.render`); galleries are capped,
+so a test split of 100,000 images still gives a page of a few MB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skysort._version import __version__
+from skysort.evaluation.metrics import DERIVED_CLASSES, derived_classes, headline
+from skysort.evaluation.plots import plot_history, plot_reliability, plot_risk_coverage
+from skysort.evaluation.render import figure_uri, render, thumbnail_uri
+from skysort.rundir import (
+    BAD_FILES,
+    CONFIG,
+    HISTORY,
+    LABEL_ISSUES,
+    METRICS,
+    MODEL_JSON,
+    PLAN,
+    REPORT,
+    SPLIT,
+)
+
+#: Images per gallery at most: the worst mistakes, and each derived class.
+GALLERY = 48
+#: Per class: the most confident correct and the most confident wrong images.
+PER_CLASS = 8
+#: Rows of bad files and label issues shown (the CSVs hold them all).
+FIRST_ROWS = 10
+
+
+def report_path(metrics_path: Path) -> Path:
+    """``metrics.json`` -> ``report.html``; ``metrics_<name>.json`` -> ``report_<name>.html``."""
+    if metrics_path.name == METRICS:
+        return metrics_path.with_name(REPORT)
+    return metrics_path.with_name(f"report_{metrics_path.stem.removeprefix('metrics_')}.html")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]] | None:
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def write_report(run: str | Path, metrics_path: str | Path | None = None,
+                 output: str | Path | None = None) -> Path:
+    """Renders the report of ``run`` (for ``metrics_path``, default its ``metrics.json``).
+
+    Returns:
+        The page written: ``output``, or ``report.html`` (``report_<name>.html`` beside
+        ``metrics_<name>.json``).
+    """
+    from skysort.errors import RunError
+
+    run = Path(run)
+    metrics_file = Path(metrics_path) if metrics_path else run / METRICS
+    metrics = _read_json(metrics_file)
+    if metrics is None:
+        raise RunError(f"{metrics_file}: no metrics to report (train the run to the end, or "
+                       "run skysort evaluate first)")
+    out = Path(output) if output else report_path(metrics_file)
+    rows = _read_csv(metrics_file.with_name(metrics_file.stem + "_predictions.csv")) or []
+    config = _read_yaml(run / CONFIG)
+    model = _read_json(run / MODEL_JSON) or {}
+    root = Path(metrics.get("data") or config.get("data_root") or ".")
+    name, value, base = headline(metrics)
+    kind = metrics["task"]
+    context: dict[str, Any] = {
+        "title": f"skysort report: {run.name}",
+        "run": str(run), "kind": kind, "metrics": metrics,
+        "headline": {"name": name.replace("_", " "), "value": value, "baseline": base,
+                     "lower_is_better": kind == "fractions"},
+        "warnings": metrics.get("warnings", []),
+        "data": _data_section(run, metrics, config),
+        "training": _training_section(run),
+        "classes": _classes_section(metrics, rows, root) if kind in ("multiclass", "binary")
+        else None,
+        "labels": _labels_section(metrics, rows) if kind == "multilabel" else None,
+        "fractions": _fractions_section(metrics, rows, root, model) if kind == "fractions"
+        else None,
+        "probabilities": _probability_section(metrics),
+        "provenance": _provenance(run, metrics, config, model),
+    }
+    return render("report.html.j2", context, out)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# -- sections -----------------------------------------------------------------------------
+
+
+def _data_section(run: Path, metrics: dict[str, Any], config: dict[str, Any]
+                  ) -> dict[str, Any]:
+    split_rows = _read_csv(run / SPLIT)
+    counts: dict[str, Counter[str]] = {}
+    if split_rows:
+        for r in split_rows:
+            counts.setdefault(r["split"], Counter())[r["label"]] += 1
+    classes = sorted({c for per in counts.values() for c in per})
+    single = metrics["task"] in ("multiclass", "binary")
+    bad = _read_csv(run / BAD_FILES)
+    issues = _read_csv(run / LABEL_ISSUES)
+    return {
+        "splits": [s for s in ("train", "val", "test") if s in counts],
+        "classes": classes if single else [],
+        "counts": {s: dict(c) for s, c in counts.items()},
+        "totals": {s: sum(c.values()) for s, c in counts.items()},
+        "split_rule": (f"given by the data ({config.get('split_file') or 'train/val/test'})"
+                       if config.get("split_file") else
+                       f"by a hash of each path and seed {config.get('seed', 0)}, fractions "
+                       f"{', '.join(f'{v:g}' for v in config.get('split', []))} "
+                       "(or the data's own train/val/test folders)") if config else None,
+        "bad": bad, "bad_first": (bad or [])[:FIRST_ROWS],
+        "issues": issues, "issues_first": (issues or [])[:FIRST_ROWS],
+        "unreadable_in_evaluation": len(metrics.get("unreadable_files", {})),
+    }
+
+
+def _training_section(run: Path) -> dict[str, Any] | None:
+    history = _read_csv(run / HISTORY)
+    if not history:
+        return None
+    for row in history:
+        for k, v in row.items():
+            if k != "stage":
+                with contextlib.suppress(TypeError, ValueError):
+                    row[k] = float(v)  # type: ignore[assignment]
+    stages: dict[str, dict[str, Any]] = {}
+    for i, row in enumerate(history):
+        s = stages.setdefault(str(row.get("stage", "head")), {"epochs": 0, "seconds": 0.0,
+                                                              "first": i})
+        s["epochs"] += 1
+        s["seconds"] += float(row.get("time_s") or 0.0)
+    last = list(stages)[-1]
+    in_last = [(i, r) for i, r in enumerate(history) if str(r.get("stage", "head")) == last]
+    kept = min(in_last, key=lambda ir: float(ir[1]["val_loss"]))  # the loop keeps the lowest
+    plan = _read_json(run / PLAN)
+    return {"curves": figure_uri(lambda f: plot_history(history, f)),
+            "stages": stages, "kept": {"stage": last, "epoch": int(kept[1]["epoch"])},
+            "plan": plan}
+
+
+def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path
+                     ) -> dict[str, Any]:
+    classes = metrics["classes"]
+    k = len(classes)
+    cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    pairs = sorted(((int(cm[i, j]), classes[i], classes[j]) for i in range(k) for j in range(k)
+                    if i != j and cm[i, j]), reverse=True)[:8]
+    good = [r for r in rows if not r.get("error")]
+    probs = _class_probabilities(metrics, good)
+    truth = np.array([classes.index(r["true"]) for r in good], dtype=np.int64)
+    predicted = np.array([classes.index(r["predicted"]) for r in good], dtype=np.int64)
+    out: dict[str, Any] = {
+        "classes": classes, "confusion": cm.tolist(),
+        "confusion_share": share.round(3).tolist(), "pairs": pairs,
+        "per_class": metrics["per_class"], "curves": None, "worst": [], "per_class_gallery": [],
+    }
+    if not good:
+        return out
+    out["curves"] = figure_uri(lambda f: _plot_roc_pr(probs, truth, classes, f,
+                                                      binary=metrics["task"] == "binary"))
+    rows_idx = np.arange(len(good))
+    p_true = probs[rows_idx, truth]
+    p_pred = probs[rows_idx, predicted]
+    wrong = np.flatnonzero(predicted != truth)
+    worst = wrong[np.argsort(p_true[wrong], kind="stable")]  # highest loss -log p(true) first
+    out["worst"] = _gallery(good, worst[:GALLERY], root, classes, truth, predicted, p_pred)
+    for c, name in enumerate(classes):
+        right = np.flatnonzero((truth == c) & (predicted == c))
+        right = right[np.argsort(-p_pred[right], kind="stable")][:PER_CLASS]
+        mistaken = np.flatnonzero((predicted == c) & (truth != c))
+        mistaken = mistaken[np.argsort(-p_pred[mistaken], kind="stable")][:PER_CLASS]
+        out["per_class_gallery"].append({
+            "name": name,
+            "right": _gallery(good, right, root, classes, truth, predicted, p_pred),
+            "wrong": _gallery(good, mistaken, root, classes, truth, predicted, p_pred)})
+    return out
+
+
+def _class_probabilities(metrics: dict[str, Any], rows: list[dict[str, str]]) -> np.ndarray:
+    """One probability per class from the per-image rows (binary rows hold the positive's)."""
+    classes = metrics["classes"]
+    if metrics["task"] == "binary":
+        p = np.array([float(r[classes[1]]) for r in rows], dtype=np.float64)
+        return np.stack([1 - p, p], axis=1) if len(p) else np.zeros((0, 2))
+    return np.array([[float(r[c]) for c in classes] for r in rows],
+                    dtype=np.float64).reshape(-1, len(classes))
+
+
+def _gallery(rows: list[dict[str, str]], index: np.ndarray, root: Path, classes: list[str],
+             truth: np.ndarray, predicted: np.ndarray, prob: np.ndarray) -> list[dict[str, Any]]:
+    items = []
+    for i in index:
+        r = rows[int(i)]
+        items.append({"path": r["path"], "uri": thumbnail_uri(root / r["path"]),
+                      "true": classes[int(truth[i])], "predicted": classes[int(predicted[i])],
+                      "probability": float(prob[i])})
+    return items
+
+
+def _plot_roc_pr(probs: np.ndarray, truth: np.ndarray, classes: list[str], file: Any,
+                 binary: bool) -> Any:
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    from skysort.evaluation.plots import _pyplot
+
+    plt = _pyplot()
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
+    which = [1] if binary else range(len(classes))
+    for c in which:
+        y = truth == c
+        if y.all() or not y.any():
+            continue
+        fpr, tpr, _ = roc_curve(y, probs[:, c])
+        precision, recall, _ = precision_recall_curve(y, probs[:, c])
+        roc.plot(fpr, tpr, label=f"{classes[c]} (AUC {auc(fpr, tpr):.3f})")
+        pr.plot(recall, precision, label=f"{classes[c]} (prevalence {y.mean():.2f})")
+        pr.axhline(y.mean(), color=roc.lines[-1].get_color(), linestyle=":", linewidth=0.8)
+    roc.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance (AUC 0.5)")
+    roc.set_xlabel("false positive rate")
+    roc.set_ylabel("true positive rate")
+    roc.set_title("ROC, one class against the rest")
+    pr.set_xlabel("recall (completeness)")
+    pr.set_ylabel("precision (purity)")
+    pr.set_title("precision-recall (dotted: prevalence)")
+    for ax in (roc, pr):
+        ax.legend(fontsize=7)
+    return _finish(fig, file, 80)
+
+
+def _finish(fig: Any, file: Any, dpi: int = 80) -> Any:
+    """Lays out, saves (PNG) and closes a figure; returns where it went."""
+    from skysort.evaluation.plots import _pyplot
+
+    fig.tight_layout()
+    fig.savefig(file, dpi=dpi, format="png")
+    _pyplot().close(fig)
+    return file
+
+
+def _labels_section(metrics: dict[str, Any], rows: list[dict[str, str]]) -> dict[str, Any]:
+    return {"per_label": metrics["per_label"], "macro": metrics["model"]["macro_roc_auc"]}
+
+
+def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path,
+                       model: dict[str, Any]) -> dict[str, Any]:
+    columns = metrics["columns"]
+    good = [r for r in rows if not r.get("error")]
+    pred = np.array([[float(r[c]) for c in columns] for r in good]).reshape(-1, len(columns))
+    true = np.array([[float(r[f"true_{c}"]) for c in columns] for r in good]
+                    ).reshape(-1, len(columns))
+    out: dict[str, Any] = {
+        "per_column": metrics["per_column"], "per_question": metrics.get("per_question", {}),
+        "derived": metrics.get("derived_classes", {}),
+        "bars": figure_uri(lambda f: _plot_rmse(metrics, f)),
+        "scatter": figure_uri(lambda f: _plot_scatter(true, pred, columns, f)) if len(good)
+        else None,
+        "agreement": figure_uri(lambda f: _plot_agreement(true, pred, f)) if len(good)
+        else None,
+        "derived_gallery": [],
+    }
+    if metrics.get("derived_classes") and len(good):
+        threshold = max(float(t) for t in metrics["derived_classes"])
+        classes = derived_classes(pred, columns, threshold)
+        truth = derived_classes(true, columns, threshold)
+        for c, name in enumerate(DERIVED_CLASSES[:-1]):
+            index = np.flatnonzero(classes == c)
+            index = index[np.argsort(-pred[index].max(axis=1), kind="stable")][:GALLERY // 3]
+            out["derived_gallery"].append({
+                "name": name, "threshold": threshold, "count": int((classes == c).sum()),
+                "items": [{"path": good[i]["path"], "uri": thumbnail_uri(root / good[i]["path"]),
+                           "true": DERIVED_CLASSES[int(truth[i])], "predicted": name,
+                           "probability": float(pred[i].max())} for i in index]})
+    return out
+
+
+def _plot_rmse(metrics: dict[str, Any], file: Any) -> Any:
+    from skysort.evaluation.plots import _pyplot
+
+    plt = _pyplot()
+    names = list(metrics["per_column"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names) + 2), 3.6))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [metrics["per_column"][c]["rmse"] for c in names], 0.4, label="model")
+    ax.bar(x + 0.2, [metrics["per_column"][c]["baseline_rmse"] for c in names], 0.4,
+           label="mean predictor", color="lightgrey")
+    ax.set_xticks(x, names, rotation=90, fontsize=7)
+    ax.set_ylabel("RMSE")
+    ax.legend(fontsize=8)
+    return _finish(fig, file, 80)
+
+
+def _plot_scatter(true: np.ndarray, pred: np.ndarray, columns: list[str], file: Any) -> Any:
+    from skysort.evaluation.plots import _pyplot
+
+    plt = _pyplot()
+    n = len(columns)
+    cols = min(6, n)
+    lines = math.ceil(n / cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(1.9 * cols, 1.9 * lines), squeeze=False)
+    keep = np.random.default_rng(0).permutation(len(true))[:2000]  # bounded points
+    for j, ax in enumerate(axes.flat):
+        if j >= n:
+            ax.axis("off")
+            continue
+        ax.scatter(true[keep, j], pred[keep, j], s=2, alpha=0.4)
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.6)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(columns[j], fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.supxlabel("true fraction", fontsize=8)
+    fig.supylabel("predicted", fontsize=8)
+    return _finish(fig, file, 70)
+
+
+def _plot_agreement(true: np.ndarray, pred: np.ndarray, file: Any) -> Any:
+    from skysort.evaluation.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    bins = np.linspace(0, 1, 21)
+    ax.hist(true.max(axis=1), bins=bins, alpha=0.6, label="volunteers (true)")
+    ax.hist(pred.max(axis=1), bins=bins, alpha=0.6, label="model")
+    ax.set_xlabel("agreement: the largest fraction of any answer")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=8)
+    return _finish(fig, file, 80)
+
+
+def _probability_section(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    cal = metrics.get("calibration")
+    if not cal:
+        return None
+    return {"calibration": cal, "risk": metrics.get("risk_coverage"),
+            "sets": metrics.get("prediction_sets"),
+            "reliability": figure_uri(lambda f: plot_reliability(metrics, f)),
+            "risk_plot": figure_uri(lambda f: plot_risk_coverage(metrics, f))}
+
+
+def _provenance(run: Path, metrics: dict[str, Any], config: dict[str, Any],
+                model: dict[str, Any]) -> dict[str, Any]:
+    backbone = model.get("backbone", {})
+    return {
+        "version": __version__, "trained_with": model.get("skysort_version"),
+        "backbone": backbone.get("name") or config.get("backbone"),
+        "weights": backbone.get("weights_id") or config.get("weights"),
+        "data": metrics.get("data"), "split": metrics.get("split"), "n": metrics.get("n"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+                   f"Python {platform.python_version()}",
+        "settings": {k: v for k, v in config.items() if v is not None},
+        "reproduce": f"skysort train {config.get('data', 'DATA')} --config "
+                     f"{run / CONFIG}" if config else None,
+    }

@@ -1,0 +1,209 @@
+"""``report.html`` opened as a person opens it: from disk, in real headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import skysort
+from skysort.evaluation.report import write_report
+from skysort.synth.sets import make_class_folders, make_vote_fraction_set
+from tests.test_cli_end_to_end import skysort as run_cli
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+MIX = {"elliptical": 90, "spiral": 60, "lenticular": 40, "edge_on": 30, "merger": 30}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser), fresh profile."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    profile = tempfile.mkdtemp(prefix="skysort-chromium-")
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), args=ARGS, headless=True,
+            viewport={"width": 1200, "height": 900})
+        yield context
+        context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_report(browser: Any, path: Path) -> dict[str, Any]:
+    """Loads the page; returns it with every request, console message and page error."""
+    page = browser.new_page()
+    seen: dict[str, Any] = {"requests": [], "console": [], "errors": []}
+    page.on("request", lambda r: seen["requests"].append(r.url))
+    page.on("console", lambda m: seen["console"].append((m.type, m.text)))
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    start = time.perf_counter()
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    seen["seconds"] = time.perf_counter() - start
+    seen["page"] = page
+    return seen
+
+
+def check_page(seen: dict[str, Any], report: Path, sections: list[str]) -> Any:
+    page = seen["page"]
+    # nothing but the file itself was requested: plots and thumbnails are inside it
+    assert [u for u in seen["requests"] if not u.startswith("data:")] == [report.resolve().as_uri()]
+    assert not [m for m in seen["console"] if m[0] == "error"] and not seen["errors"]
+    for section in sections:
+        assert page.locator(f"#{section}").is_visible(), section
+    for img in page.locator("img").all():  # every embedded image decoded
+        assert img.evaluate("i => i.complete && i.naturalWidth > 0"), img.get_attribute("alt")
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("L"))
+    assert shot.std() > 20 and (shot < 100).mean() > 0.01  # not blank: text, plots, images
+    return page
+
+
+def headline_on_page(page: Any) -> float:
+    return float(page.locator("#headline").inner_text())
+
+
+@pytest.fixture(scope="module")
+def galaxies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_class_folders(tmp_path_factory.mktemp("report") / "data", MIX, size=64,
+                              fmt="jpg", seed=5)
+
+
+def test_multiclass_report(galaxies: Path, tmp_path: Path, browser: Any) -> None:
+    result = skysort.train(galaxies, project=str(tmp_path / "runs"), name="m", finetune="head")
+    report = result.run_dir / "report.html"
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    seen = open_report(browser, report)
+    page = check_page(seen, report, ["top", "warnings", "data", "training", "results",
+                                     "classes", "confusion", "probabilities", "galleries",
+                                     "worst", "provenance"])
+    assert headline_on_page(page) == round(metrics["model"]["balanced_accuracy"], 4)
+    # the gallery of worst mistakes holds only images the per-image rows call wrong
+    rows = {r["path"]: r for r in _rows(result.run_dir / "metrics_predictions.csv")}
+    wrong = {p for p, r in rows.items() if r["predicted"] != r["true"]}
+    shown = [f.get_attribute("data-path") for f in page.locator("#worst figure").all()]
+    assert shown and set(shown) <= wrong
+    assert len(shown) == min(len(wrong), 48)
+    for f in page.locator("#worst figure").all():
+        r = rows[f.get_attribute("data-path")]
+        assert (f.get_attribute("data-true"), f.get_attribute("data-predicted")) == \
+            (r["true"], r["predicted"])
+    # the confusion matrix on the page is the one in metrics.json
+    cells = page.locator("#confusion td").all_inner_texts()
+    assert [int(c.split()[0]) for c in cells] == \
+        [x for row in metrics["confusion_matrix"] for x in row]
+    page.screenshot(path=str(tmp_path / "multiclass.png"))
+
+
+def test_binary_report(galaxies: Path, tmp_path: Path, browser: Any) -> None:
+    two = tmp_path / "two"
+    for c in ("elliptical", "merger"):
+        shutil.copytree(galaxies / c, two / c)
+    result = skysort.train(two, project=str(tmp_path / "runs"), name="b", finetune="head",
+                           task="binary")
+    report = result.run_dir / "report.html"
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    seen = open_report(browser, report)
+    page = check_page(seen, report, ["top", "data", "training", "results", "classes",
+                                     "probabilities", "galleries", "provenance"])
+    assert metrics["task"] == "binary"
+    assert headline_on_page(page) == round(metrics["model"]["roc_auc"], 4)
+    assert "ROC and precision-recall" in page.content()
+    rows = {r["path"]: r for r in _rows(result.run_dir / "metrics_predictions.csv")}
+    for f in page.locator("#worst figure").all():
+        r = rows[f.get_attribute("data-path")]
+        assert r["predicted"] != r["true"]
+
+
+def test_vote_fraction_report(tmp_path: Path, browser: Any) -> None:
+    images, votes, schema = make_vote_fraction_set(tmp_path / "gz", 120, size=48, seed=2)
+    result = skysort.train(images, labels=str(votes), schema=str(schema), epochs=20,
+                           project=str(tmp_path / "runs"), name="f")
+    report = result.run_dir / "report.html"
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    seen = open_report(browser, report)
+    page = check_page(seen, report, ["top", "data", "training", "results", "fractions",
+                                     "provenance"])
+    assert headline_on_page(page) == round(metrics["model"]["rmse"], 4)
+    assert page.locator("#galleries").count() == 0 and page.locator("#classes").count() == 0
+    text = page.inner_text("#fractions")
+    for column in metrics["columns"]:
+        assert column in text
+
+
+def test_report_of_an_older_run_shows_what_exists(galaxies: Path, tmp_path: Path,
+                                                  browser: Any) -> None:
+    """A run from before calibration and reports: no history, no per-image rows, no
+    calibration in its metrics; `skysort report` still renders what is there."""
+    result = skysort.train(galaxies, project=str(tmp_path / "runs"), name="old",
+                           finetune="head")
+    run = result.run_dir
+    for name in ("history.csv", "metrics_predictions.csv", "bad_files.csv",
+                 "label_issues.csv", "report.html", "finetune_plan.json"):
+        (run / name).unlink(missing_ok=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("calibration", "risk_coverage", "prediction_sets"):
+        metrics.pop(key)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    proc = run_cli("report", run, cwd=tmp_path)
+    assert f"report written to {run / 'report.html'}" in proc.stdout
+    report = run / "report.html"
+    seen = open_report(browser, report)
+    page = check_page(seen, report, ["top", "data", "results", "classes", "provenance"])
+    for absent in ("training", "probabilities"):
+        assert page.locator(f"#{absent}").count() == 0
+    assert page.locator("#worst figure").count() == 0
+    assert headline_on_page(page) == round(metrics["model"]["balanced_accuracy"], 4)
+
+
+def test_evaluate_on_other_data_writes_its_own_report(galaxies: Path, tmp_path: Path) -> None:
+    result = skysort.train(galaxies, project=str(tmp_path / "runs"), name="e",
+                           finetune="head")
+    other = tmp_path / "other"
+    for c in MIX:
+        (other / c).mkdir(parents=True)
+        for p in sorted((galaxies / c).glob("*.jpg"))[:5]:
+            shutil.copy(p, other / c / p.name)
+    metrics = skysort.evaluate(result.run_dir, other)
+    page = Path(metrics["report"])
+    assert page.name == "report_other.html" and page.is_file()
+    html = page.read_text()
+    assert f"{metrics['model']['balanced_accuracy']:.4f}" in html
+    assert not re.search(r'src="(?!data:)', html)  # every image embedded
+
+
+def test_a_large_test_split_gives_a_bounded_report(galaxies: Path, tmp_path: Path) -> None:
+    """Per-image rows of 2,000 images (made from the run's own, repeated): the page stays
+    small because galleries are capped."""
+    result = skysort.train(galaxies, project=str(tmp_path / "runs"), name="big",
+                           finetune="head")
+    run = result.run_dir
+    rows = _rows(run / "metrics_predictions.csv")
+    with open(run / "metrics_predictions.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for i in range(2000):
+            writer.writerow(rows[i % len(rows)])
+    html = write_report(run).read_text()
+    assert len(html.encode()) < 8 * 2**20
+    assert html.count("<figure") <= 48 + 2 * 8 * len(MIX)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
