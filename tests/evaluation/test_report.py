@@ -146,6 +146,30 @@ def test_vote_fraction_report(tmp_path: Path, browser: Any) -> None:
         assert column in text
 
 
+def test_multilabel_report(galaxies: Path, tmp_path: Path, browser: Any) -> None:
+    """Two yes/no labels per galaxy from a table: "round" and "disk"."""
+    images = tmp_path / "images"
+    images.mkdir()
+    lines = ["id,round,disk"]
+    for c in MIX:
+        for p in sorted((galaxies / c).glob("*.jpg")):
+            shutil.copy(p, images / p.name)
+            lines.append(f"{p.stem},{int(c in ('elliptical', 'lenticular'))},"
+                         f"{int(c in ('spiral', 'edge_on', 'lenticular'))}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    result = skysort.train(tmp_path / "labels.csv", images=str(images), task="multilabel",
+                           project=str(tmp_path / "runs"), name="ml", finetune="head")
+    report = result.run_dir / "report.html"
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["task"] == "multilabel"
+    seen = open_report(browser, report)
+    page = check_page(seen, report, ["top", "data", "training", "results", "labels",
+                                     "probabilities", "provenance"])
+    assert headline_on_page(page) == round(metrics["model"]["macro_roc_auc"], 4)
+    assert page.locator("img[alt='ROC and precision-recall curves per label']").count() == 1
+    assert "round" in page.inner_text("#labels") and "disk" in page.inner_text("#labels")
+
+
 def test_report_of_an_older_run_shows_what_exists(galaxies: Path, tmp_path: Path,
                                                   browser: Any) -> None:
     """A run from before calibration and reports: no history, no per-image rows, no

@@ -194,8 +194,9 @@ def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: 
     }
     if not good:
         return out
-    out["curves"] = figure_uri(lambda f: _plot_roc_pr(probs, truth, classes, f,
-                                                      binary=metrics["task"] == "binary"))
+    which = [1] if metrics["task"] == "binary" else range(k)
+    out["curves"] = figure_uri(lambda f: _plot_roc_pr(
+        [(classes[c], truth == c, probs[:, c]) for c in which], f))
     rows_idx = np.arange(len(good))
     p_true = probs[rows_idx, truth]
     p_pred = probs[rows_idx, predicted]
@@ -235,28 +236,27 @@ def _gallery(rows: list[dict[str, str]], index: np.ndarray, root: Path, classes:
     return items
 
 
-def _plot_roc_pr(probs: np.ndarray, truth: np.ndarray, classes: list[str], file: Any,
-                 binary: bool) -> Any:
+def _plot_roc_pr(curves: list[tuple[str, np.ndarray, np.ndarray]], file: Any) -> Any:
+    """ROC and precision-recall curves of ``(name, is_positive, score)`` per class or label
+    (one against the rest), with chance and prevalence marked."""
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
     from skysort.evaluation.plots import _pyplot
 
     plt = _pyplot()
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
-    which = [1] if binary else range(len(classes))
-    for c in which:
-        y = truth == c
+    for name, y, score in curves:
         if y.all() or not y.any():
             continue
-        fpr, tpr, _ = roc_curve(y, probs[:, c])
-        precision, recall, _ = precision_recall_curve(y, probs[:, c])
-        roc.plot(fpr, tpr, label=f"{classes[c]} (AUC {auc(fpr, tpr):.3f})")
-        pr.plot(recall, precision, label=f"{classes[c]} (prevalence {y.mean():.2f})")
+        fpr, tpr, _ = roc_curve(y, score)
+        precision, recall, _ = precision_recall_curve(y, score)
+        roc.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+        pr.plot(recall, precision, label=f"{name} (prevalence {y.mean():.2f})")
         pr.axhline(y.mean(), color=roc.lines[-1].get_color(), linestyle=":", linewidth=0.8)
     roc.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance (AUC 0.5)")
     roc.set_xlabel("false positive rate")
     roc.set_ylabel("true positive rate")
-    roc.set_title("ROC, one class against the rest")
+    roc.set_title("ROC (each against the rest)")
     pr.set_xlabel("recall (completeness)")
     pr.set_ylabel("precision (purity)")
     pr.set_title("precision-recall (dotted: prevalence)")
@@ -276,7 +276,12 @@ def _finish(fig: Any, file: Any, dpi: int = 80) -> Any:
 
 
 def _labels_section(metrics: dict[str, Any], rows: list[dict[str, str]]) -> dict[str, Any]:
-    return {"per_label": metrics["per_label"], "macro": metrics["model"]["macro_roc_auc"]}
+    labels = metrics["labels"]
+    good = [r for r in rows if not r.get("error")]
+    curves = [(c, np.array([float(r[f"true_{c}"]) > 0.5 for r in good]),
+               np.array([float(r[c]) for r in good])) for c in labels] if good else []
+    return {"per_label": metrics["per_label"], "macro": metrics["model"]["macro_roc_auc"],
+            "curves": figure_uri(lambda f: _plot_roc_pr(curves, f)) if curves else None}
 
 
 def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path,
