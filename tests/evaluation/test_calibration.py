@@ -10,6 +10,7 @@ from skysort.evaluation.calibration import (
     MIN_CALIBRATION_IMAGES,
     calibration_report,
     fit_calibration,
+    keeping_decisions,
     reliability_bins,
     risk_coverage,
 )
@@ -72,6 +73,11 @@ def test_platt_scaling_moves_the_threshold_so_no_decision_changes() -> None:
     report = calibration_report(task, y[2000:], p_after[:, None], p_before[:, None], cal)
     assert report["model"]["ece"] < 0.5 * report["uncalibrated"]["ece"]
     assert report["model"]["nll"] < report["uncalibrated"]["nll"]
+    from sklearn.metrics import brier_score_loss, log_loss
+
+    # a yes/no model's Brier score and NLL are the usual binary ones
+    assert report["model"]["brier"] == pytest.approx(brier_score_loss(y[2000:], p_after))
+    assert report["model"]["nll"] == pytest.approx(log_loss(y[2000:], p_after), rel=1e-6)
 
 
 def test_multilabel_gets_one_temperature_per_label() -> None:
@@ -82,6 +88,13 @@ def test_multilabel_gets_one_temperature_per_label() -> None:
     task = make_task("multilabel", ["a", "b", "c"])
     cal = fit_calibration(task, z, y)
     assert [1 / s for s in cal.scale] == pytest.approx([1.0, 2.0, 4.0], rel=0.15)
+    # at 0.5 no decision moves; at another threshold it would, so it is not applied
+    assert ((expit(cal.apply(z)) >= 0.5) == (z >= 0)).all()
+    assert keeping_decisions(task, cal, 0.5) is cal
+    moved = (expit(cal.apply(z)) >= 0.6) != (expit(z) >= 0.6)
+    assert moved.any()
+    kept = keeping_decisions(task, cal, 0.6)
+    assert kept.is_identity and kept.reason == "threshold" and "threshold=0.6" in kept.note
 
 
 def test_too_few_validation_images_leave_the_model_uncalibrated_and_say_so() -> None:

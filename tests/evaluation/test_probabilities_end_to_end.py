@@ -195,3 +195,28 @@ def test_calibrate_none_keeps_the_model_s_own_outputs(galaxies: tuple[Path, Path
     model, model_info = load_model(result.run_dir)
     both, _ = model_outputs(model, model_info, sorted(data.rglob("*.jpg"))[:20], kind="both")
     assert np.array_equal(both[:, :5], both[:, 5:])
+
+
+def test_a_run_from_before_calibration_predicts_and_refuses_only_sets(
+        galaxies: tuple[Path, Path], tmp_path: Path) -> None:
+    run, data = galaxies
+    old = tmp_path / "old"
+    shutil.copytree(run, old, ignore=shutil.ignore_patterns("model.onnx"))
+    info = json.loads((old / "model.json").read_text())
+    del info["calibration"], info["conformal"]
+    (old / "model.json").write_text(json.dumps(info))
+    paths = sorted(data.rglob("*.jpg"))[:6]
+    model, model_info = load_model(old)
+    assert model_info.calibration is None and model.output is model.uncalibrated
+    probs = skysort.Predictor(old).predict_proba(paths)
+    both, _ = model_outputs(*load_model(run), paths, kind="both")
+    assert np.abs(probs - both[:, 5:]).max() <= 1e-5  # its own, uncalibrated outputs
+    metrics = skysort.evaluate(old)
+    assert metrics["calibration"]["method"] == "none" and "prediction_sets" not in metrics
+    with pytest.raises(skysort.SkySortError, match="no conformity scores"):
+        skysort.predict(old, paths, tmp_path / "p.csv", coverage=0.9, quiet=True)
+
+    # a resumed prediction must keep the columns of the one it continues
+    skysort.predict(run, paths, tmp_path / "r.csv", quiet=True)
+    with pytest.raises(skysort.SkySortError, match="options of the interrupted run"):
+        skysort.predict(run, paths, tmp_path / "r.csv", resume=True, coverage=0.9, quiet=True)

@@ -24,7 +24,8 @@ from tests.test_cli_end_to_end import skysort as run_cli
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: Debian's chromium (``apt-get install chromium``; .ci/run installs it).
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MIX = {"elliptical": 90, "spiral": 60, "lenticular": 40, "edge_on": 30, "merger": 30}

@@ -182,7 +182,9 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = BI
 
 
 def _scores(probs: np.ndarray, onehot: np.ndarray) -> dict[str, Any]:
-    """ECE, MCE, NLL and Brier score of ``(n, k)`` probabilities against one-hot truth."""
+    """ECE, MCE, NLL and Brier score of ``(n, k)`` probabilities against one-hot truth.
+    For two columns (a yes/no prediction) the Brier score is the usual binary one,
+    ``mean((p - y)^2)``; for more, the multi-class sum over classes."""
     n = len(probs)
     if n == 0:
         return {"ece": None, "mce": None, "nll": None, "brier": None}
@@ -194,7 +196,8 @@ def _scores(probs: np.ndarray, onehot: np.ndarray) -> dict[str, Any]:
         "ece": float(sum(c * g for c, g in gaps) / n),
         "mce": float(max(g for _, g in gaps)),
         "nll": float(-np.mean(np.log(np.clip((probs * onehot).sum(axis=1), EPS, 1.0)))),
-        "brier": float(np.mean(((probs - onehot) ** 2).sum(axis=1))),
+        "brier": float(np.mean(((probs - onehot) ** 2).sum(axis=1))
+                       / (2 if probs.shape[1] == 2 else 1)),
         "bins": bins,
     }
 
@@ -303,6 +306,18 @@ def residual_spread(y_true: np.ndarray, pred: np.ndarray, columns: Sequence[str]
 # -- after training ---------------------------------------------------------------------------
 
 
+def keeping_decisions(task: Task, calibration: Calibration, threshold: float) -> Calibration:
+    """``calibration``, or the identity where it would change a decision: a multi-label
+    temperature keeps the decisions at 0.5 only, and one threshold serves all labels
+    (a binary model's threshold moves with Platt's map instead)."""
+    if task.kind == "multilabel" and calibration.method != "none" and threshold != 0.5:
+        return Calibration.identity(
+            task.num_outputs, f"per-label temperatures would move the decisions at "
+                              f"threshold={threshold:g}; train with threshold=0.5 to calibrate",
+            fitted_on=calibration.fitted_on, reason="threshold")
+    return calibration
+
+
 def calibrate_model(model: SkyModel, info: ModelInfo, val: LabeledImages, method: str, *,
                     threshold: float, cache_dir: str | Path | None = None,
                     workers: int | None = None, device: torch.device | str = "cpu") -> str:
@@ -317,7 +332,8 @@ def calibrate_model(model: SkyModel, info: ModelInfo, val: LabeledImages, method
     task = info.task
     logits, _ = model_outputs(model, info, val.paths, cache_dir=cache_dir, workers=workers,
                               device=device, kind="logits")
-    calibration = fit_calibration(task, logits, val.targets, method)
+    calibration = keeping_decisions(task, fit_calibration(task, logits, val.targets, method),
+                                    threshold)
     model.calibrate(calibration)
     info.calibration = calibration
     info.threshold = calibration.threshold(threshold) if task.kind == "binary" and \

@@ -13,7 +13,11 @@ class is covered as often as the common one, as for Mars HiRISE, where 82% of cr
 together is used for every class instead, which guarantees the coverage over all images
 but not per class (``evaluate`` says which was used, and which classes were too rare).
 The guarantee assumes new images are exchangeable with the validation split: drawn from
-the same survey in the same way.
+the same survey in the same way. The validation split has also chosen the kept epoch and
+the temperature, which can make the sets slightly optimistic; ``evaluate`` measures their
+coverage on the test split, which took no part. Test-time augmentation averages the
+calibrated outputs of the views, which the scores were not computed from: sets with
+``--tta`` have no guarantee.
 
 A set can be empty (no class is plausible enough: often an image unlike the training
 data) or hold several classes (the model cannot tell them apart at that coverage).

@@ -7,7 +7,7 @@ evaluation's ``metrics_<name>.json``, its per-image ``*_predictions.csv``, ``his
 ``skysort report RUN`` redraws it years later. A file a run does not have (an older
 run, a run stopped early) leaves its section out. Plots are matplotlib, galleries small
 JPEG thumbnails, all embedded (:mod:`skysort.evaluation.render`); galleries are capped,
-so a test split of 100,000 images still gives a page of a few MB.
+so a large test split still gives a small page (621 KB measured for 2,000 images).
 """
 
 from __future__ import annotations

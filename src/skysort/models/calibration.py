@@ -41,7 +41,8 @@ class Calibration:
         nll_before, nll_after: their negative log-likelihood before and after.
         note: why it is the identity, when it is (empty otherwise).
         reason: the same as a word: ``off`` (``calibrate=none``), ``fractions``,
-            ``too_few`` (validation images), ``no_gain`` (it did not help held-out images).
+            ``too_few`` (validation images), ``no_gain`` (it did not help held-out images),
+            ``threshold`` (multi-label with a threshold other than 0.5).
     """
 
     method: str

@@ -48,7 +48,7 @@ class CalibratedOutput(nn.Module):
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         scale: torch.Tensor = self.scale  # type: ignore[assignment]
         bias: torch.Tensor = self.bias  # type: ignore[assignment]
-        return self.layer(logits * scale.to(logits.dtype) + bias.to(logits.dtype))
+        return self.layer(logits * scale.to(logits) + bias.to(logits))  # device and dtype
 
 
 class SkyModel(nn.Module):

@@ -198,6 +198,8 @@ class Sink:
         elif self.fmt == "csv":
             output.unlink(missing_ok=True)
             self.errors_path.unlink(missing_ok=True)
+        if resume:
+            self._check_columns()
         if self.fmt == "csv":
             fresh = not output.is_file() or output.stat().st_size == 0
             self._fh = open(output, "a", newline="", encoding="utf-8",  # noqa: SIM115
@@ -215,6 +217,25 @@ class Sink:
         self._errors_fh: Any = None
 
     # -- resuming --------------------------------------------------------------------------
+
+    def _check_columns(self) -> None:
+        """A resumed run must write the columns the interrupted one did (the same
+        ``--coverage`` and ``--min-confidence``), or its rows would not fit the header."""
+        found: list[str] | None = None
+        if self.fmt == "csv" and self.output.is_file():
+            with open(self.output, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+                found = next(csv.reader(fh), None)
+        elif self.fmt == "parquet" and self.output.is_dir():
+            parts = sorted(self.output.glob("part-*.parquet"))
+            if parts:
+                import pyarrow.parquet as pq
+
+                found = list(pq.read_schema(parts[0]).names)
+        if found is not None and found != self.layout.columns:
+            raise ConfigError(f"{self.output}: written with the columns {found}, and this run "
+                              f"would write {self.layout.columns}; resume with the options of "
+                              "the interrupted run (--coverage, --min-confidence), or write "
+                              "to a new file")
 
     def _read_done(self) -> None:
         if self.fmt == "csv" and self.output.is_file():

@@ -235,16 +235,16 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
                      threshold=cfg.threshold,
                      extra={"balance": cfg.balance, "finetune": cfg.finetune,
                             "augment": cfg.augment, "embedding_key": key})
-    if not interrupted:
-        # Seconds: the head's outputs on the validation split (from the embedding cache
-        # for a frozen backbone).
-        print(calibrate_model(model, info, dataset.subset(part["val"]), cfg.calibrate,
-                              threshold=cfg.threshold, cache_dir=cfg.cache_dir,
-                              workers=cfg.workers, device=device))
-    model.to("cpu")
-    save_model(model, info, run_dir)
+    save_model(model, info, run_dir)  # uncalibrated, so a Ctrl-C below keeps the model
     if interrupted:
         raise KeyboardInterrupt
+    # The model's outputs on the validation split: seconds for a frozen backbone (from the
+    # embedding cache), one validation pass for a fine-tuned one.
+    print(calibrate_model(model, info, dataset.subset(part["val"]), cfg.calibrate,
+                          threshold=cfg.threshold, cache_dir=cfg.cache_dir, workers=cfg.workers,
+                          device=device))
+    model.to("cpu")
+    save_model(model, info, run_dir)
 
     # -- test --------------------------------------------------------------------------------
     eval_split = "test" if len(part["test"]) else "val"
