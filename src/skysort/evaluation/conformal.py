@@ -91,15 +91,19 @@ def too_rare(conformal: dict[str, Any], classes: Sequence[str], coverage: float)
 def prediction_sets(probs: np.ndarray, conformal: dict[str, Any], classes: Sequence[str],
                     coverage: float) -> np.ndarray:
     """``(n, k)`` booleans: which classes are in each image's set (all False for a NaN row)."""
-    q = thresholds(conformal, classes, coverage)
-    probs = np.asarray(probs, dtype=np.float64)
+    return in_sets(probs, thresholds(conformal, classes, coverage))
+
+
+def in_sets(probs: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Class ``y`` is in an image's set when ``1 - p(y) <= q_y`` (NaN rows: no class)."""
     with np.errstate(invalid="ignore"):
-        return (1.0 - probs) <= q[None, :] + 1e-12
+        return (1.0 - np.asarray(probs, dtype=np.float64)) <= q[None, :] + 1e-12
 
 
-def set_labels(member: np.ndarray, classes: Sequence[str]) -> list[list[str]]:
-    """Class names of each set, most to least probable order is the caller's."""
-    return [[c for c, m in zip(classes, row, strict=True) if m] for row in member]
+def set_labels(probs: np.ndarray, member: np.ndarray, classes: Sequence[str]) -> list[str]:
+    """The class names of one image's set, most probable first."""
+    order = np.flatnonzero(member)
+    return [classes[c] for c in order[np.argsort(-probs[order], kind="stable")]]
 
 
 def coverage_report(member: np.ndarray, targets: np.ndarray, classes: Sequence[str],

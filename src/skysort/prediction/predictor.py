@@ -143,20 +143,13 @@ class Predictor:
         """Conformal prediction sets: per file, the classes (most probable first) whose set
         holds the true class for a share ``coverage`` of images like the validation split's
         (:mod:`skysort.evaluation.conformal`); None for an unreadable file."""
-        from skysort.evaluation.conformal import prediction_sets
-        from skysort.prediction.writers import check_options
+        from skysort.evaluation.conformal import prediction_sets, set_labels
 
         check_options(self.info, coverage, None)
         probs = self.predict_proba(paths)
         member = prediction_sets(probs, self.info.conformal or {}, self.classes_, coverage)
-        out: list[list[str] | None] = []
-        for p, m in zip(probs, member, strict=True):
-            if np.isnan(p).any():
-                out.append(None)
-                continue
-            order = np.flatnonzero(m)
-            out.append([self.classes_[c] for c in order[np.argsort(-p[order], kind="stable")]])
-        return out
+        return [None if np.isnan(p).any() else set_labels(p, m, self.classes_)
+                for p, m in zip(probs, member, strict=True)]
 
     def predict(self, paths: Sequence[str | Path]) -> np.ndarray:
         """Single-label: the predicted class per file (``""`` for unreadable files).

@@ -101,7 +101,6 @@ class Layout:
         else:
             names = [f"prob_{c}" if c in FIXED_COLUMNS else c for c in self.task.classes]
             self.columns = ["path", "prediction", "probability", *names, *extra, "error"]
-        self.extra = len(extra)
 
     def _extra(self, probs: np.ndarray | None, top: int) -> list[Any]:
         """The values of the set and abstention columns (None for an unreadable file)."""
@@ -110,11 +109,11 @@ class Layout:
             if probs is None:
                 values += [None, None]
             else:
-                member = np.flatnonzero(1.0 - probs.astype(np.float64)
-                                        <= self.set_thresholds + 1e-12)
-                member = member[np.argsort(-probs[member], kind="stable")]
-                values += [SET_SEPARATOR.join(self.task.classes[c] for c in member),
-                           len(member)]
+                from skysort.evaluation.conformal import in_sets, set_labels
+
+                names = set_labels(probs, in_sets(probs[None], self.set_thresholds)[0],
+                                   self.task.classes)
+                values += [SET_SEPARATOR.join(names), len(names)]
         if self.min_confidence is not None:
             values.append(None if probs is None else
                           int(float(probs[top]) < self.min_confidence))
