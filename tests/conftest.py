@@ -44,3 +44,6 @@ def color_folders(tmp_path: Path) -> Callable[..., Path]:
         return write_color_folders(tmp_path / "data", **kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+from tests.browser import browser  # noqa: E402, F401 (the fixture, for every test module)

@@ -48,6 +48,8 @@ _LAZY = {
     "evaluate": "skysort.evaluation.evaluator",
     "classification_metrics": "skysort.evaluation.metrics",
     "format_metrics": "skysort.evaluation.metrics",
+    "find_similar": "skysort.inspection.similar",
+    "inspect": "skysort.inspection.inspector",
     "create_backbone": "skysort.models.backbones",
     "list_backbones": "skysort.models.backbones",
     "Predictor": "skysort.prediction.predictor",
@@ -77,6 +79,8 @@ if TYPE_CHECKING:
     from skysort.data.transforms import Preprocess, create_transform
     from skysort.evaluation.evaluator import evaluate
     from skysort.evaluation.metrics import classification_metrics, format_metrics
+    from skysort.inspection.inspector import inspect
+    from skysort.inspection.similar import find_similar
     from skysort.models.backbones import create_backbone, list_backbones
     from skysort.prediction.predictor import Predictor, predict
     from skysort.training.recipe import TrainResult, train
@@ -101,7 +105,9 @@ __all__ = [
     "create_backbone",
     "create_transform",
     "evaluate",
+    "find_similar",
     "format_metrics",
+    "inspect",
     "list_backbones",
     "load_image",
     "predict",

@@ -124,6 +124,37 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from skysort.config import TrainConfig, parse_overrides
+    from skysort.inspection.inspector import format_summary, inspect
+
+    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    overrides = parse_overrides(args.overrides)
+    for key in (*DATA_OPTIONS, "seed", "backbone", "cache_dir"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    if args.split:
+        overrides["split"] = args.split
+    result = inspect(args.data, config.updated(overrides), out=args.out, workers=args.workers)
+    print(format_summary(result.summary))
+    print(f"\nwritten to {result.out}/ in {result.summary['seconds']:.1f} s"
+          + (f"; open {result.page} in a browser" if result.page else ""))
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from skysort.inspection.similar import find_similar
+
+    matches = find_similar(args.source, args.query, args.k, cache_dir=args.cache_dir,
+                           html=args.html)
+    print(f"{'rank':>4}  {'similarity':>10}  label  path")
+    for m in matches:
+        print(f"{m.rank:>4}  {m.similarity:>10.4f}  {m.label}  {m.path}")
+    if args.html:
+        print(f"\npage written to {args.html}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from skysort.synth.demo import run_demo
 
@@ -278,6 +309,38 @@ def build_parser() -> argparse.ArgumentParser:
                                           "report_<name>.html beside metrics_<name>.json)")
     p.set_defaults(func=_cmd_report)
 
+    p = sub.add_parser("inspect", help="look at labelled data before training: duplicates, "
+                                       "leaks, likely label errors, oddities, a map",
+                       description="Reads DATA as skysort train does (same label options, "
+                                   "same split) and writes OUT/inspect.html, summary.json and "
+                                   "CSVs. Uses the embedding cache, so a later train (or a "
+                                   "second inspect) computes nothing twice. Extra settings as "
+                                   "key=value, e.g. backbone=... input_size=...")
+    p.add_argument("data", help="a folder of class folders or images, or a CSV table")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="training settings that decide the embeddings and the split")
+    p.add_argument("--out", default="inspect", help="folder to write (default inspect)")
+    p.add_argument("--config", help="a YAML file of settings (e.g. a run's config.yaml)")
+    p.add_argument("--backbone", help="timm backbone name (default tf_efficientnet_lite0)")
+    p.add_argument("--seed", type=at_least(0), help="seed of the split (default 0)")
+    p.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
+                   help="split fractions (default 0.7 0.15 0.15)")
+    p.add_argument("--workers", type=at_least(0), help="decoding processes")
+    p.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/skysort)")
+    _add_data_options(p, task=True)
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("similar", help="the images nearest to a query image, by embedding",
+                       description="Prints the K images of SOURCE most like QUERY. SOURCE is "
+                                   "an inspection folder (fast: its saved index), a run "
+                                   "directory, or image data (embedded through the cache).")
+    p.add_argument("source", help="an inspect folder, a run directory, or a data folder")
+    p.add_argument("query", help="the image to find more of")
+    p.add_argument("-k", type=at_least(1), default=12, help="how many (default 12)")
+    p.add_argument("--html", help="also write the matches as a page with thumbnails")
+    p.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/skysort)")
+    p.set_defaults(func=_cmd_similar)
+
     p = sub.add_parser("demo", help="make a small galaxy image set, train, evaluate, predict")
     p.add_argument("--out", default="skysort-demo", help="folder for data and runs")
     p.add_argument("--per-class", type=at_least(4), default=100, help="images per class")
@@ -303,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value settings may come after options (argparse stops collecting them there).
-    if extra and args.command == "train" and all("=" in e and not e.startswith("-")
+    if extra and args.command in ("train", "inspect") and all("=" in e and not e.startswith("-")
                                                   for e in extra):
         args.overrides += extra
     elif extra:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import statistics
+import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -17,12 +19,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from skysort.data.dataset import DataSpec
-from skysort.data.transforms import AUGMENT_PRESETS
+from skysort.data.images import image_size, read_or_reason
+from skysort.data.sources import LabeledImages
+from skysort.data.transforms import AUGMENT_PRESETS, Preprocess
 from skysort.device import check_device
-from skysort.errors import ConfigError
+from skysort.errors import ConfigError, DataError
 from skysort.tasks import TASK_KINDS
 
 BALANCE_CHOICES = ("weights", "sampler", "none")
@@ -32,6 +37,7 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16")
 #: binary sigmoid, fitted on the validation split; ``none``: the model's own outputs.
 CALIBRATE_CHOICES = ("auto", "none")
 TASK_CHOICES = ("auto", *TASK_KINDS)
+SPLIT_GROUPS_CHOICES = ("warn", "duplicates", "none")
 
 
 @dataclass
@@ -46,6 +52,9 @@ class TrainConfig(DataSpec):
     #: Recorded by training in the run's own copy: the folder split.csv paths start from.
     data_root: str | None = None
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    #: ``warn``: say when copies of an image lie in other splits; ``duplicates``: keep
+    #: each group of copies in one split; ``none``: do not look.
+    split_groups: str = "warn"
     seed: int = 0
     # model
     backbone: str = "tf_efficientnet_lite0"
@@ -101,6 +110,7 @@ class TrainConfig(DataSpec):
         if self.split[0] == 0:
             raise ConfigError("split: the train fraction must be above 0")
         _choice("balance", self.balance, BALANCE_CHOICES)
+        _choice("split_groups", self.split_groups, SPLIT_GROUPS_CHOICES)
         _choice("task", self.task, TASK_CHOICES)
         _choice("augment", self.augment, AUGMENT_CHOICES)
         _choice("precision", self.precision, PRECISION_CHOICES)
@@ -198,6 +208,69 @@ class TrainConfig(DataSpec):
         """A copy with ``overrides`` applied (values converted and checked)."""
         merged = {**self.to_dict(), **overrides}
         return TrainConfig.from_mapping(merged, source="override")
+
+
+# -- settings resolved against the data ----------------------------------------------------
+
+#: ``finetune=auto`` fine-tunes from this many training images on.
+AUTO_FINETUNE_MIN_IMAGES = 200
+
+
+def finetune_plan(setting: str, n_train: int) -> tuple[str, int]:
+    """``("head", 0)``, ``("full", 0)`` or ``("last", N)`` for a ``finetune`` setting."""
+    if setting == "auto":
+        if n_train < AUTO_FINETUNE_MIN_IMAGES:
+            return "head", 0
+        return "full", 0
+    if setting in ("head", "full"):
+        return setting, 0
+    match = re.fullmatch(r"last:(\d+)", setting)
+    if not match:
+        raise DataError(f"finetune={setting!r}: use auto, head, full or last:N")
+    return "last", int(match.group(1))
+
+
+def choose_input_size(cfg: TrainConfig, data: LabeledImages, native: int, mode: str) -> int:
+    """The input size: as set, the backbone's own for the head only, else fitted to the data.
+
+    Fine-tuning on small cutouts need not upsample them: the median shorter side of a
+    sample of images (after the centre cut), rounded to a multiple of 32, between 96 and
+    the backbone's native size. Sizes are read by the image reader, FITS files included;
+    unreadable files are left out here and reported when they are decoded.
+    """
+    if cfg.input_size:
+        return cfg.input_size
+    if mode == "head":
+        return native
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(data), size=min(64, len(data)), replace=False)
+    sizes = [read_or_reason(image_size, data.paths[i])[0] for i in sample]
+    sides = [min(size) * cfg.center_fraction for size in sizes if size is not None]
+    if not sides:
+        return native
+    size = 32 * round(statistics.median(sides) / 32)
+    return int(min(native, max(96, size)))
+
+
+def pixel_cache(cfg: TrainConfig, preprocess: Preprocess, n_images: int) -> Path | None:
+    """The pixel cache folder for this run, or None when ``cache_max_gb`` cannot hold it.
+
+    The estimate is the resized pixels of every image at a 3:2 aspect (uint8), beside
+    what the folder holds already; nothing is evicted (delete the folder to free it).
+    """
+    from skysort.models.embeddings import default_cache_dir  # torch: imported when used
+
+    folder = Path(cfg.cache_dir or default_cache_dir()) / "pixels"
+    if cfg.cache_max_gb <= 0:
+        return None
+    need = n_images * preprocess.resize_size ** 2 * 1.5 * 3
+    have = sum(f.stat().st_size for f in folder.glob("*.npy")) if folder.is_dir() else 0
+    if need + have > cfg.cache_max_gb * 1e9:
+        print(f"pixel cache: {n_images} images need about {need / 1e9:.1f} GB beside the "
+              f"{have / 1e9:.1f} GB in {folder}, over cache_max_gb={cfg.cache_max_gb}; "
+              "decoding every image every epoch", file=sys.stderr)
+        return None
+    return folder
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

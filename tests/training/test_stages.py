@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import skysort
+from skysort import config
 from skysort.config import TrainConfig
 from skysort.data.split import read_split_csv
 from skysort.data.transforms import Preprocess
@@ -93,10 +94,10 @@ def test_precision_is_measured_only_where_bf16_is_native(monkeypatch: pytest.Mon
 def test_the_pixel_cache_refuses_what_cache_max_gb_cannot_hold(tmp_path: Path) -> None:
     pre = create_backbone(input_size=224).preprocess
     small = TrainConfig(cache_dir=str(tmp_path), cache_max_gb=0.001)
-    assert stages.pixel_cache(small, pre, 100) is None  # 100 x 256 x 384 x 3 > 1 MB
-    assert stages.pixel_cache(TrainConfig(cache_dir=str(tmp_path), cache_max_gb=0), pre,
+    assert config.pixel_cache(small, pre, 100) is None  # 100 x 256 x 384 x 3 > 1 MB
+    assert config.pixel_cache(TrainConfig(cache_dir=str(tmp_path), cache_max_gb=0), pre,
                               1) is None
-    assert stages.pixel_cache(TrainConfig(cache_dir=str(tmp_path)), pre, 100) == \
+    assert config.pixel_cache(TrainConfig(cache_dir=str(tmp_path)), pre, 100) == \
         tmp_path / "pixels"
 
 

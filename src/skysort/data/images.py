@@ -122,6 +122,45 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise ImageError(f"{path}: cannot decode image ({exc})") from exc
 
 
+#: Bits per sample of Pillow's modes (what a file holds before skysort scales it to 8).
+_MODE_BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
+
+
+def describe_image(path: str | Path) -> dict[str, object]:
+    """What a file holds, read from its header without decoding its pixels: ``format``
+    (``JPEG``, ``PNG``, ``FITS``, ...), ``mode`` (Pillow's, or ``BITPIX=-32`` for FITS),
+    ``bits`` per sample, ``width`` and ``height``. Raises :class:`ImageError` like
+    :func:`load_image`."""
+    path = Path(path)
+    if image_suffix(path) in FITS_EXTENSIONS:
+        from astropy.io import fits
+
+        try:
+            with fits.open(path, memmap=False) as hdus:
+                hdu = next((h for h in hdus if h.is_image and len(h.shape) >= 2), None)
+                if hdu is None:
+                    raise ImageError(f"{path}: FITS file has no HDU with 2-D image data")
+                bitpix = int(hdu.header.get("BITPIX", 0))
+                height, width = hdu.shape[-2:]
+        except ImageError:
+            raise
+        except Exception as exc:  # astropy raises many types for a damaged file
+            raise ImageError(f"{path}: cannot read FITS ({type(exc).__name__}: {exc})") from exc
+        return {"format": "FITS", "mode": f"BITPIX={bitpix}", "bits": abs(bitpix),
+                "width": int(width), "height": int(height)}
+    try:
+        with Image.open(path) as img:
+            bits = _MODE_BITS.get(img.mode, 8)
+            if _deep_colour(img):
+                bits = 16
+            return {"format": img.format or "unknown", "mode": img.mode, "bits": bits,
+                    "width": img.size[0], "height": img.size[1]}
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: not an image Pillow can identify") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+
+
 def _load_pil(path: Path, min_size: int | None) -> Image.Image:
     try:
         with warnings.catch_warnings():

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,7 +28,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
     """Loss and validation-score curves; a dotted line marks where fine-tuning starts."""
     if not history:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     score_key = next((k for k in history[0] if k.startswith("val_") and k != "val_loss"), None)
     x = np.arange(1, len(history) + 1)
     fig, axes = plt.subplots(1, 2 if score_key else 1, figsize=(11 if score_key else 6, 4),
@@ -62,7 +62,7 @@ def plot_confusion(metrics: dict[str, Any], path: Path) -> Path | None:
     """The confusion matrix of a single-label evaluation, rows normalised to recall."""
     if metrics.get("task") not in ("multiclass", "binary") or not metrics.get("n"):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(metrics["confusion_matrix"], dtype=float)
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     classes = metrics["classes"]
@@ -93,7 +93,7 @@ def plot_reliability(metrics: dict[str, Any], path: Path) -> Path | None:
     cal = metrics.get("calibration")
     if not cal or not cal["model"].get("bins"):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True,
                                   gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
@@ -126,7 +126,7 @@ def plot_risk_coverage(metrics: dict[str, Any], path: Path) -> Path | None:
     risk = metrics.get("risk_coverage")
     if not risk or not risk["curve"]:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     curve = risk["curve"]
     ax.plot([r["kept"] for r in curve], [r["accuracy"] for r in curve], color="C0",

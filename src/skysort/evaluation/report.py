@@ -254,9 +254,9 @@ def _plot_roc_pr(curves: list[tuple[str, np.ndarray, np.ndarray]], file: Any) ->
     (one against the rest), with chance and prevalence marked."""
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
-    from skysort.evaluation.plots import _pyplot
+    from skysort.evaluation.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
     for name, y, score in curves:
         if y.all() or not y.any():
@@ -280,11 +280,11 @@ def _plot_roc_pr(curves: list[tuple[str, np.ndarray, np.ndarray]], file: Any) ->
 
 def _finish(fig: Any, file: Any, dpi: int = 80) -> Any:
     """Lays out, saves (PNG) and closes a figure; returns where it went."""
-    from skysort.evaluation.plots import _pyplot
+    from skysort.evaluation.plots import pyplot
 
     fig.tight_layout()
     fig.savefig(file, dpi=dpi, format="png")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return file
 
 
@@ -330,9 +330,9 @@ def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root
 
 
 def _plot_rmse(metrics: dict[str, Any], file: Any) -> Any:
-    from skysort.evaluation.plots import _pyplot
+    from skysort.evaluation.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(metrics["per_column"])
     fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names) + 2), 3.6))
     x = np.arange(len(names))
@@ -346,9 +346,9 @@ def _plot_rmse(metrics: dict[str, Any], file: Any) -> Any:
 
 
 def _plot_scatter(true: np.ndarray, pred: np.ndarray, columns: list[str], file: Any) -> Any:
-    from skysort.evaluation.plots import _pyplot
+    from skysort.evaluation.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     n = len(columns)
     cols = min(6, n)
     lines = math.ceil(n / cols)
@@ -370,9 +370,9 @@ def _plot_scatter(true: np.ndarray, pred: np.ndarray, columns: list[str], file: 
 
 
 def _plot_agreement(true: np.ndarray, pred: np.ndarray, file: Any) -> Any:
-    from skysort.evaluation.plots import _pyplot
+    from skysort.evaluation.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     bins = np.linspace(0, 1, 21)
     ax.hist(true.max(axis=1), bins=bins, alpha=0.6, label="volunteers (true)")

@@ -39,7 +39,8 @@ def predictions_path(metrics_path: Path) -> Path:
 def score_images(model: SkyModel, info: ModelInfo, labeled: LabeledImages, output: Path, *,
                  used: str, threshold: float, derived_thresholds: Sequence[float],
                  cache_dir: str | Path | None = None, workers: int | None = None,
-                 device: torch.device | str = "cpu", tta: bool = False) -> dict[str, Any]:
+                 device: torch.device | str = "cpu", tta: bool = False,
+                 warnings: Sequence[str] = ()) -> dict[str, Any]:
     """Scores ``model`` on ``labeled``, writes ``output`` and its per-image CSV.
 
     Args:
@@ -47,6 +48,8 @@ def score_images(model: SkyModel, info: ModelInfo, labeled: LabeledImages, outpu
         threshold: the binary decision threshold.
         derived_thresholds: Galaxy Zoo derived-class thresholds.
         tta: average the outputs over the test-time views of the run's augmentation.
+        warnings: said about the data before scoring (copies across splits), kept with
+            the metrics' own.
 
     Returns:
         The metrics (beside the baseline, with warnings), as written to ``output``.
@@ -63,7 +66,7 @@ def score_images(model: SkyModel, info: ModelInfo, labeled: LabeledImages, outpu
                            derived_thresholds=derived_thresholds)
     metrics.update(probability_metrics(info, labeled.targets[good], outputs[good],
                                        uncalibrated[good], threshold))
-    metrics["warnings"] += metrics.get("calibration", {}).get("warnings", [])
+    metrics["warnings"] += metrics.get("calibration", {}).get("warnings", []) + list(warnings)
     metrics["split"] = used
     metrics["tta"] = tta
     metrics["data"] = str(labeled.root)

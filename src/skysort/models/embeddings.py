@@ -165,9 +165,11 @@ def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
                       paths: Sequence[Path], *, cache_dir: str | Path | None = None,
                       pixel_cache: str | Path | None = None, batch_size: int = 32,
                       workers: int | None = None, device: torch.device | str = "cpu",
-                      engine: str = "auto") -> tuple[np.ndarray, dict[int, str]]:
+                      engine: str = "auto", hashes: Sequence[str | None] | None = None
+                      ) -> tuple[np.ndarray, dict[int, str]]:
     """Embeddings of ``paths``, reading the cache first and filling it after (see
-    :func:`compute_embeddings` for the arguments).
+    :func:`compute_embeddings` for the arguments; ``hashes``: the files' content hashes
+    when the caller has them already, None for a file that cannot be read).
 
     Returns:
         ``(features, bad)``: a ``(len(paths), d)`` float32 array (rows of unreadable files
@@ -175,7 +177,7 @@ def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
     """
     cache = EmbeddingCache(cache_dir, key)
     try:
-        hashes = [content_hash(p) for p in paths]
+        hashes = [content_hash(p) for p in paths] if hashes is None else list(hashes)
         bad = {i: "cannot read file" for i, h in enumerate(hashes) if h is None}
         found = cache.get_many([h for h in hashes if h is not None])
         todo = [i for i, h in enumerate(hashes) if h is not None and h not in found]

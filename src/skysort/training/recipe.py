@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skysort.config import TrainConfig
+from skysort.config import TrainConfig, choose_input_size, finetune_plan, pixel_cache
 from skysort.data.dataset import check_two_classes, choose_task_kind, open_dataset
 from skysort.data.sources import LabeledImages, first_occurrences
 from skysort.data.split import read_split_csv, split_by_hash, write_split_csv
@@ -33,8 +33,14 @@ from skysort.evaluation.metrics import format_metrics
 from skysort.evaluation.plots import plot_history, plot_scores
 from skysort.evaluation.report import write_report_or_say_why
 from skysort.evaluation.scoring import score_images
+from skysort.inspection.leakage import apply_split_groups, duplicate_groups
 from skysort.models.backbones import create_backbone, native_input_size
-from skysort.models.embeddings import cached_embeddings, embedding_key
+from skysort.models.embeddings import (
+    cached_embeddings,
+    content_hash,
+    default_cache_dir,
+    embedding_key,
+)
 from skysort.models.model import ModelInfo, SkyModel, save_model
 from skysort.rundir import (
     BAD_FILES,
@@ -55,11 +61,8 @@ from skysort.training.checkpoint import load_checkpoint, read_state
 from skysort.training.distributed import Distributed
 from skysort.training.loop import log_row
 from skysort.training.stages import (
-    choose_input_size,
-    finetune_plan,
     finetune_stage,
     head_stage,
-    pixel_cache,
     seed_everything,
     unfreeze,
 )
@@ -144,13 +147,8 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
         # Process 0 names the run directory (train, train2, ...); the others use its.
         run_dir = Path(ddp.broadcast(str(make_run_dir(cfg.project, cfg.name, cfg.exist_ok))
                                      if ddp.main else ""))
-        if ddp.main:
-            write_split_csv(run_dir / SPLIT, dataset, splits)
     else:
         run_dir = resume
-        if [r["split"] for r in read_split_csv(run_dir / SPLIT)] != splits:
-            raise RunError(f"{run_dir}: the data no longer splits as split.csv says; it "
-                           "changed since the run started, so it cannot be resumed")
     if ddp.main:
         write_label_issues(run_dir / LABEL_ISSUES, dataset.issues)
     if dataset.issues:
@@ -169,10 +167,21 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
         # every image is decoded for its embedding anyway.
         pixels = pixel_cache(cfg, backbone.preprocess, len(dataset)) if mode != "head" \
             else None
+        hashes = [content_hash(p) for p in dataset.paths]
         features, bad = cached_embeddings(backbone.model, backbone.preprocess, key,
                                           dataset.paths, cache_dir=cfg.cache_dir,
                                           pixel_cache=pixels, workers=cfg.workers,
-                                          device=device)
+                                          device=device, hashes=hashes)
+        # Copies of one image in two splits (checked once the embeddings exist).
+        groups = duplicate_groups(dataset, features, hashes, bad, splits,
+                                  cfg.cache_dir or default_cache_dir(), cfg.workers) \
+            if cfg.split_groups != "none" else []
+    splits, data_warnings = apply_split_groups(cfg.split_groups, dataset, groups, splits)
+    if resume is None and ddp.main:
+        write_split_csv(run_dir / SPLIT, dataset, splits)
+    elif resume is not None and [r["split"] for r in read_split_csv(run_dir / SPLIT)] != splits:
+        raise RunError(f"{run_dir}: the data no longer splits as split.csv says; it "
+                       "changed since the run started, so it cannot be resumed")
     if ddp.main:
         write_bad_files(run_dir / BAD_FILES, dataset, bad)
     if bad:
@@ -251,7 +260,7 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     metrics = score_images(model, info, dataset.subset(part[eval_split]), run_dir / METRICS,
                            used=eval_split, threshold=info.threshold,
                            derived_thresholds=cfg.derived_thresholds, cache_dir=cfg.cache_dir,
-                           workers=cfg.workers, device=device)
+                           workers=cfg.workers, device=device, warnings=data_warnings)
     plot_scores(metrics, run_dir / METRICS)
     write_report_or_say_why(run_dir)
     print(format_metrics(metrics, title=f"{eval_split} split: {metrics['n']} images"))

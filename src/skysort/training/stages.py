@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
-import statistics
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -27,13 +25,11 @@ from torch import nn
 from skysort.config import TrainConfig
 from skysort.data.augment import BatchAugment
 from skysort.data.batches import warm_pixel_cache
-from skysort.data.images import image_size, read_or_reason
 from skysort.data.loader import EpochSampler, image_loader
 from skysort.data.sources import LabeledImages
 from skysort.data.transforms import Preprocess, create_transform
 from skysort.device import cpu_count, default_workers, resolve_precision
 from skysort.errors import DataError
-from skysort.models.embeddings import default_cache_dir
 from skysort.models.model import SkyModel
 from skysort.rundir import LAST_CHECKPOINT, PLAN, WEIGHTS_DIR
 from skysort.tasks import Task
@@ -42,49 +38,12 @@ from skysort.training.distributed import Distributed
 from skysort.training.loop import Progress, Stage, fit, lr_lambda
 
 #: With fewer training images than this, ``finetune=auto`` trains the head only.
-AUTO_FINETUNE_MIN_IMAGES = 200
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def finetune_plan(setting: str, n_train: int) -> tuple[str, int]:
-    """``("head", 0)``, ``("full", 0)`` or ``("last", N)`` for a ``finetune`` setting."""
-    if setting == "auto":
-        if n_train < AUTO_FINETUNE_MIN_IMAGES:
-            return "head", 0
-        return "full", 0
-    if setting in ("head", "full"):
-        return setting, 0
-    match = re.fullmatch(r"last:(\d+)", setting)
-    if not match:
-        raise DataError(f"finetune={setting!r}: use auto, head, full or last:N")
-    return "last", int(match.group(1))
-
-
-def choose_input_size(cfg: TrainConfig, data: LabeledImages, native: int, mode: str) -> int:
-    """The input size: as set, the backbone's own for the head only, else fitted to the data.
-
-    Fine-tuning on small cutouts need not upsample them: the median shorter side of a
-    sample of images (after the centre cut), rounded to a multiple of 32, between 96 and
-    the backbone's native size. Sizes are read by the image reader, FITS files included;
-    unreadable files are left out here and reported when they are decoded.
-    """
-    if cfg.input_size:
-        return cfg.input_size
-    if mode == "head":
-        return native
-    rng = np.random.default_rng(0)
-    sample = rng.choice(len(data), size=min(64, len(data)), replace=False)
-    sizes = [read_or_reason(image_size, data.paths[i])[0] for i in sample]
-    sides = [min(size) * cfg.center_fraction for size in sizes if size is not None]
-    if not sides:
-        return native
-    size = 32 * round(statistics.median(sides) / 32)
-    return int(min(native, max(96, size)))
 
 
 def head_stage(model: SkyModel, task: Task, features: np.ndarray, targets: np.ndarray,
@@ -153,25 +112,6 @@ def finetune_optimizer(model: SkyModel, cfg: TrainConfig) -> torch.optim.Optimiz
     groups.append({"params": list(model.head.parameters()), "lr": cfg.finetune_lr,
                    "weight_decay": cfg.finetune_weight_decay})
     return torch.optim.AdamW(groups, lr=cfg.finetune_lr)
-
-
-def pixel_cache(cfg: TrainConfig, preprocess: Preprocess, n_images: int) -> Path | None:
-    """The pixel cache folder for this run, or None when ``cache_max_gb`` cannot hold it.
-
-    The estimate is the resized pixels of every image at a 3:2 aspect (uint8), beside
-    what the folder holds already; nothing is evicted (delete the folder to free it).
-    """
-    folder = Path(cfg.cache_dir or default_cache_dir()) / "pixels"
-    if cfg.cache_max_gb <= 0:
-        return None
-    need = n_images * preprocess.resize_size ** 2 * 1.5 * 3
-    have = sum(f.stat().st_size for f in folder.glob("*.npy")) if folder.is_dir() else 0
-    if need + have > cfg.cache_max_gb * 1e9:
-        print(f"pixel cache: {n_images} images need about {need / 1e9:.1f} GB beside the "
-              f"{have / 1e9:.1f} GB in {folder}, over cache_max_gb={cfg.cache_max_gb}; "
-              "decoding every image every epoch", file=sys.stderr)
-        return None
-    return folder
 
 
 def measure_precision(model: SkyModel, task: Task, cfg: TrainConfig, device: torch.device,

@@ -1,0 +1,407 @@
+"""``skysort inspect DATA``: look at the data before training, top to bottom.
+
+It reads the data as ``skysort train`` would (the same label options, the same split),
+embeds every image with the backbone training would use (through the same cache, so a
+later ``train`` computes nothing twice), fingerprints every file, and writes to ``OUT``:
+
+    summary.json                 every figure below, machine-readable
+    images.csv                   per image: path, split, label, file facts, oddity,
+                                 label score and suggestion, map position, duplicate group
+    duplicates.csv               each duplicate group's images, flagged when the group
+                                 spans splits (leakage) or labels (conflict)
+    duplicate_pairs.csv          the pairs behind the groups, with their signals
+    suspected_label_errors.csv   path, given label, suggested label, score (worst first)
+    oddities.csv                 images ranked by distance to their neighbours
+    tree_violations.csv          vote-fraction rows that break their decision tree
+    bad_files.csv, label_issues.csv   unreadable files; table rows left out
+    similar/                     the similarity index of ``skysort similar``
+    inspect.html                 all of it as one page (rendered from the files above)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skysort.config import TrainConfig, choose_input_size, finetune_plan, pixel_cache
+from skysort.data.dataset import choose_task_kind, open_dataset
+from skysort.data.sources import LabeledImages
+from skysort.data.split import describe_target, split_by_hash
+from skysort.data.tables import summarize_issues, write_label_issues
+from skysort.errors import DataError
+from skysort.inspection.duplicates import DuplicateGroup, DuplicatePair, find_duplicates
+from skysort.inspection.fingerprints import Fingerprints, cached_fingerprints
+from skysort.inspection.label_errors import (
+    LabelErrors,
+    confident_learning,
+    out_of_fold_probabilities,
+)
+from skysort.inspection.oddities import embedding_map, oddity_scores
+from skysort.inspection.similar import SimilarityIndex
+from skysort.inspection.votes import agreement, derived_galaxy_zoo, tree_violations
+from skysort.tasks import SINGLE_LABEL_KINDS
+
+SUMMARY = "summary.json"
+IMAGES = "images.csv"
+DUPLICATES = "duplicates.csv"
+PAIRS = "duplicate_pairs.csv"
+LABEL_ERRORS = "suspected_label_errors.csv"
+ODDITIES = "oddities.csv"
+VIOLATIONS = "tree_violations.csv"
+BAD_FILES = "bad_files.csv"
+LABEL_ISSUES = "label_issues.csv"
+SIMILAR_DIR = "similar"
+PAGE = "inspect.html"
+
+
+@dataclass
+class InspectResult:
+    """Where the inspection was written, and its summary (``summary.json``)."""
+
+    out: Path
+    summary: dict[str, Any]
+    page: Path | None
+
+
+def _read_data(data: str | Path | LabeledImages | None, cfg: TrainConfig) -> LabeledImages:
+    if isinstance(data, LabeledImages):
+        return choose_task_kind(data, cfg.task)
+    if data is not None:
+        cfg.data = str(data)
+    return open_dataset(cfg.data_spec())
+
+
+def _split(dataset: LabeledImages, cfg: TrainConfig) -> tuple[list[str], str]:
+    """The split training would make, and how it was made (or why there is none)."""
+    try:
+        splits = split_by_hash(dataset, cfg.split, cfg.seed)
+    except DataError as exc:
+        return ["train"] * len(dataset), f"not split: {exc}"
+    rule = "given by the data" if dataset.splits is not None else \
+        f"by a hash of each path (seed {cfg.seed}), {'/'.join(f'{f:g}' for f in cfg.split)}"
+    return splits, rule
+
+
+def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig | None = None,
+            *, out: str | Path = "inspect", workers: int | None = None,
+            device: str | None = None, page: bool = True, **overrides: Any) -> InspectResult:
+    """Inspects labelled images before training (see the module doc for what is written).
+
+    Args:
+        data: what ``skysort train`` takes: a class-folder tree, a label-file folder, a
+            table, or :class:`~skysort.data.sources.LabeledImages`.
+        config: the settings training will use (backbone, input size, split, seed, label
+            options, cache); defaults to ``TrainConfig()``.
+        out: the folder to write.
+        page: also render ``inspect.html``.
+        **overrides: settings to change, e.g. ``labels="votes.csv", seed=3``.
+    """
+    from skysort.models.backbones import create_backbone, native_input_size
+    from skysort.models.embeddings import cached_embeddings, content_hash, embedding_key
+
+    started = time.perf_counter()
+    cfg = (config or TrainConfig()).updated(overrides)
+    if workers is not None:
+        cfg.workers = workers
+    if device is not None:
+        cfg.device = device
+    dataset = _read_data(data, cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits, split_rule = _split(dataset, cfg)
+
+    # The backbone and embeddings training would use, so the cache serves both.
+    mode, _ = finetune_plan(cfg.finetune, splits.count("train"))
+    cfg.input_size = choose_input_size(cfg, dataset, native_input_size(cfg.backbone), mode)
+    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.input_size, cfg.center_fraction)
+    key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
+    hashes = [content_hash(p) for p in dataset.paths]
+    pixels = pixel_cache(cfg, backbone.preprocess, len(dataset)) if mode != "head" else None
+    features, bad = cached_embeddings(backbone.model, backbone.preprocess, key, dataset.paths,
+                                      cache_dir=cfg.cache_dir, pixel_cache=pixels,
+                                      workers=cfg.workers, hashes=hashes)
+    from skysort.models.embeddings import default_cache_dir
+
+    prints = cached_fingerprints(dataset.paths, hashes, cfg.cache_dir or default_cache_dir(),
+                                 cfg.workers)
+    for i, why in prints.bad.items():
+        bad.setdefault(i, why)
+    for i in bad:  # a file one pass read and the other did not counts as unreadable
+        prints.info[i] = {}
+    valid = np.array([i not in bad for i in range(len(dataset))])
+    labels = [describe_target(dataset, i) for i in range(len(dataset))]
+    single = dataset.task in SINGLE_LABEL_KINDS and dataset.targets.ndim == 1
+
+    pairs, groups = find_duplicates(prints, features, splits=splits,
+                                    labels=labels if dataset.task != "fractions" else None)
+    errors, errors_note = _label_errors(dataset, features, valid, cfg.seed) if single else \
+        (None, f"not computed: {dataset.task} targets (confident learning needs one class "
+               "per image)")
+    oddity = oddity_scores(features, valid, [info.get("pixels") for info in prints.info])
+    coords = np.full((len(dataset), 2), np.nan)
+    map_method = "none"
+    if valid.sum() >= 3:
+        coords[valid], map_method = embedding_map(features[valid], cfg.seed)
+    fractions = _fractions(dataset, valid) if dataset.task == "fractions" else None
+
+    rel = [dataset.relpath(p) for p in dataset.paths]
+    _write_images(out / IMAGES, dataset, rel, splits, labels, prints, oddity, errors, coords,
+                  groups, fractions)
+    _write_groups(out / DUPLICATES, groups, rel)
+    _write_pairs(out / PAIRS, pairs, rel)
+    if errors is not None:
+        _write_label_errors(out / LABEL_ERRORS, errors, dataset, rel, splits)
+    _write_oddities(out / ODDITIES, oddity, rel, labels, splits)
+    if fractions is not None:
+        _write_rows(out / VIOLATIONS, fractions["violations"],
+                    ["path", "question", "parent", "answers_sum", "expected", "gap"])
+    _write_rows(out / BAD_FILES, [{"path": rel[i], "reason": why}
+                                  for i, why in sorted(bad.items())], ["path", "reason"])
+    write_label_issues(out / LABEL_ISSUES, dataset.issues)
+    index = SimilarityIndex.build(features[valid], [str(dataset.paths[i]) for i in
+                                                    np.flatnonzero(valid)],
+                                  [labels[i] for i in np.flatnonzero(valid)],
+                                  meta={"backbone": backbone.name, "weights": cfg.weights,
+                                        "weights_id": backbone.weights_id,
+                                        "input_size": cfg.input_size,
+                                        "center_fraction": cfg.center_fraction,
+                                        "embedding_key": key}, seed=cfg.seed) \
+        if valid.sum() >= 2 else None
+    if index is not None:
+        index.save(out / SIMILAR_DIR)
+
+    summary = _summary(dataset, cfg, splits, split_rule, labels, prints, bad, groups, pairs,
+                       errors, errors_note, oddity, rel, map_method, fractions, key, backbone.name)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False,
+                                          default=_jsonable), encoding="utf-8")
+    written = None
+    if page:
+        from skysort.inspection.page import write_inspect_page
+
+        written = write_inspect_page(out)
+    return InspectResult(out=out, summary=summary, page=written)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _label_errors(dataset: LabeledImages, features: np.ndarray, valid: np.ndarray, seed: int
+                  ) -> tuple[LabelErrors | None, str]:
+    index = np.flatnonzero(valid)
+    labels = dataset.targets[index].astype(np.int64)
+    counts = np.bincount(labels, minlength=len(dataset.classes))
+    if (counts > 0).sum() < 2:
+        return None, "not computed: fewer than two classes have readable images"
+    if counts[counts > 0].min() < 2:
+        rare = [dataset.classes[j] for j in np.flatnonzero((counts > 0) & (counts < 2))]
+        return None, f"not computed: class(es) {rare} have a single image"
+    probs = out_of_fold_probabilities(features[index], labels, len(dataset.classes), seed=seed)
+    found = confident_learning(labels, probs)
+    n = len(dataset)
+    full = LabelErrors(
+        probabilities=np.full((n, probs.shape[1]), np.nan), thresholds=found.thresholds,
+        suspected=np.zeros(n, bool), suggested=np.full(n, -1), score=np.full(n, np.nan),
+        joint=found.joint, estimated_errors=found.estimated_errors)
+    full.probabilities[index] = found.probabilities
+    full.suspected[index] = found.suspected
+    full.suggested[index] = found.suggested
+    full.score[index] = found.score
+    return full, (f"{int(found.suspected.sum())} suspected; about "
+                  f"{found.estimated_errors:.0f} labels estimated wrong")
+
+
+def _fractions(dataset: LabeledImages, valid: np.ndarray) -> dict[str, Any]:
+    values = np.asarray(dataset.targets, dtype=float)
+    columns = dataset.classes
+    violations = tree_violations(values, columns, dataset.schema)
+    for row in violations:
+        row["path"] = dataset.relpath(dataset.paths[row["row"]])
+    return {"agreement": agreement(values[valid], columns, dataset.schema),
+            "violations": violations, "derived": derived_galaxy_zoo(values, columns)}
+
+
+def _write_rows(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+
+
+def _write_images(path: Path, dataset: LabeledImages, rel: list[str], splits: list[str],
+                  labels: list[str], prints: Fingerprints, oddity: np.ndarray,
+                  errors: LabelErrors | None, coords: np.ndarray, groups: list[DuplicateGroup],
+                  fractions: dict[str, Any] | None) -> None:
+    group_of = {m: g for g, group in enumerate(groups, 1) for m in group.members}
+    derived = (fractions or {}).get("derived") or {}
+    fields = ["path", "split", "label", "format", "mode", "bits", "width", "height", "mean",
+              "std", "oddity", "label_score", "suspected", "suggested", "map_x", "map_y",
+              "group", *[f"derived_{t}" for t in derived]]
+    rows = []
+    for i in range(len(dataset)):
+        info = prints.info[i]
+        row: dict[str, Any] = {"path": rel[i], "split": splits[i], "label": labels[i],
+                               **{k: info.get(k, "") for k in ("format", "mode", "bits",
+                                                               "width", "height", "mean",
+                                                               "std")},
+                               "oddity": oddity[i], "map_x": coords[i, 0],
+                               "map_y": coords[i, 1], "group": group_of.get(i, "")}
+        if errors is not None:
+            row["label_score"] = errors.score[i]
+            row["suspected"] = int(errors.suspected[i])
+            row["suggested"] = dataset.classes[errors.suggested[i]] \
+                if errors.suggested[i] >= 0 else ""
+        for t, names in derived.items():
+            row[f"derived_{t}"] = names[i]
+        rows.append({k: ("" if isinstance(v, float) and np.isnan(v) else v)
+                     for k, v in row.items()})
+    _write_rows(path, rows, fields)
+
+
+def _write_groups(path: Path, groups: list[DuplicateGroup], rel: list[str]) -> None:
+    rows = []
+    for g, group in enumerate(groups, 1):
+        for k, m in enumerate(group.members):
+            rows.append({"group": g, "kind": group.kind, "path": rel[m],
+                         "split": group.splits[k] if group.splits else "",
+                         "label": group.labels[k] if group.labels else "",
+                         "spans_splits": int(group.spans_splits),
+                         "spans_labels": int(group.spans_labels)})
+    _write_rows(path, rows, ["group", "kind", "path", "split", "label", "spans_splits",
+                             "spans_labels"])
+
+
+def _write_pairs(path: Path, pairs: list[DuplicatePair], rel: list[str]) -> None:
+    _write_rows(path, [{"path_a": rel[p.i], "path_b": rel[p.j], "kind": p.kind,
+                        "cosine": p.cosine, "hash_bits": p.hamming, "structure": p.structure}
+                       for p in pairs],
+                ["path_a", "path_b", "kind", "cosine", "hash_bits", "structure"])
+
+
+def _write_label_errors(path: Path, errors: LabelErrors, dataset: LabeledImages,
+                        rel: list[str], splits: list[str]) -> None:
+    rows = []
+    for i in errors.ranking():
+        given, suggested = int(dataset.targets[i]), int(errors.suggested[i])
+        rows.append({"path": rel[i], "given_label": dataset.classes[given],
+                     "suggested_label": dataset.classes[suggested],
+                     "score": float(errors.score[i]),
+                     "p_given": float(errors.probabilities[i, given]),
+                     "p_suggested": float(errors.probabilities[i, suggested]),
+                     "split": splits[i]})
+    _write_rows(path, rows, ["path", "given_label", "suggested_label", "score", "p_given",
+                             "p_suggested", "split"])
+
+
+def _write_oddities(path: Path, oddity: np.ndarray, rel: list[str], labels: list[str],
+                    splits: list[str]) -> None:
+    order = [int(i) for i in np.argsort(-np.nan_to_num(oddity, nan=-1.0), kind="stable")
+             if not np.isnan(oddity[i])]
+    _write_rows(path, [{"rank": r, "path": rel[i], "label": labels[i], "split": splits[i],
+                        "score": float(oddity[i])} for r, i in enumerate(order, 1)],
+                ["rank", "path", "label", "split", "score"])
+
+
+def _summary(dataset: LabeledImages, cfg: TrainConfig, splits: list[str], split_rule: str,
+             labels: list[str], prints: Fingerprints, bad: dict[int, str],
+             groups: list[DuplicateGroup], pairs: list[DuplicatePair],
+             errors: LabelErrors | None, errors_note: str, oddity: np.ndarray,
+             rel: list[str], map_method: str, fractions: dict[str, Any] | None, key: str,
+             backbone: str) -> dict[str, Any]:
+    readable = [i for i in range(len(dataset)) if i not in bad]
+    per_split: dict[str, dict[str, int]] = {}
+    single = dataset.task in SINGLE_LABEL_KINDS and dataset.targets.ndim == 1
+    if single:
+        for i in readable:
+            per_split.setdefault(dataset.classes[int(dataset.targets[i])], Counter())[splits[i]] \
+                += 1
+    counts = {c: sum(per_split.get(c, {}).values()) for c in dataset.classes} if single else {}
+    total = sum(counts.values())
+    majority = max(counts, key=lambda c: counts[c]) if total else None
+    facts = [prints.info[i] for i in readable]
+    return {
+        "data": str(dataset.root), "task": dataset.task, "classes": dataset.classes,
+        "images": len(dataset), "readable": len(readable), "unreadable": len(bad),
+        "split_rule": split_rule,
+        "splits": dict(Counter(splits[i] for i in readable)),
+        "per_class": {c: dict(per_split.get(c, {})) for c in dataset.classes} if single else {},
+        "imbalance": (max(counts.values()) / max(1, min(counts.values()))) if total else None,
+        "majority_baseline": {"class": majority, "accuracy": counts[majority] / total}
+        if majority else None,
+        "formats": dict(Counter(str(f.get("format")) for f in facts)),
+        "modes": dict(Counter(str(f.get("mode")) for f in facts)),
+        "bits": dict(Counter(str(f.get("bits")) for f in facts)),
+        "sizes": {"width": [int(f["width"]) for f in facts],  # type: ignore[call-overload]
+                  "height": [int(f["height"]) for f in facts]},  # type: ignore[call-overload]
+        "constant_images": [rel[i] for i in readable
+                            if prints.info[i].get("std") in (0, 0.0)],
+        "label_issues": {"count": len(dataset.issues),
+                         "summary": summarize_issues(dataset.issues)},
+        "duplicates": {
+            "groups": len(groups), "pairs": len(pairs),
+            "exact_groups": sum(g.kind == "exact" for g in groups),
+            "near_groups": sum(g.kind == "near" for g in groups),
+            "images_in_groups": sum(len(g.members) for g in groups),
+            "groups_across_splits": sum(g.spans_splits for g in groups),
+            "groups_across_labels": sum(g.spans_labels for g in groups),
+        },
+        "label_errors": None if errors is None else {
+            "suspected": int(errors.suspected.sum()),
+            "estimated_errors": round(errors.estimated_errors, 1),
+            "thresholds": dict(zip(dataset.classes, errors.thresholds.round(4).tolist(),
+                                   strict=True)),
+            "confident_joint": errors.joint.tolist(),
+        },
+        "label_errors_note": errors_note,
+        "oddities": {"method": "mean cosine distance to the 5 nearest images",
+                     "top": [rel[i] for i in np.argsort(-np.nan_to_num(oddity, nan=-1))[:10]
+                             if not np.isnan(oddity[i])]},
+        "map": map_method,
+        "fractions": None if fractions is None else {
+            "agreement": fractions["agreement"],
+            "violations": len(fractions["violations"]),
+            "derived": {t: dict(Counter(names.tolist())) for t, names in
+                        (fractions["derived"] or {}).items()},
+        },
+        "backbone": backbone, "input_size": cfg.input_size, "embedding_key": key,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    lines = [f"{summary['images']} images ({summary['unreadable']} unreadable), task "
+             f"{summary['task']}; splits {summary['splits']}"]
+    if summary.get("majority_baseline"):
+        base = summary["majority_baseline"]
+        lines.append(f"classes: {len(summary['classes'])}, imbalance "
+                     f"{summary['imbalance']:.1f}x; majority baseline {base['accuracy']:.3f} "
+                     f"({base['class']})")
+    dup = summary["duplicates"]
+    lines.append(f"duplicates: {dup['groups']} group(s) ({dup['exact_groups']} exact, "
+                 f"{dup['near_groups']} near), {dup['groups_across_splits']} across splits "
+                 f"(leakage), {dup['groups_across_labels']} with conflicting labels")
+    lines.append(f"label errors: {summary['label_errors_note']}")
+    if summary["oddities"]["top"]:
+        lines.append(f"oddest images: {', '.join(summary['oddities']['top'][:3])}")
+    if summary.get("fractions"):
+        lines.append(f"vote fractions: {summary['fractions']['violations']} tree "
+                     "violation(s)")
+    if summary["constant_images"]:
+        lines.append(f"blank (constant) images: {len(summary['constant_images'])}")
+    return "\n".join(lines)
+

@@ -1,0 +1,81 @@
+"""Vote fractions before training: how much volunteers agreed, and whether the table obeys
+its decision tree.
+
+* Per answer, the spread of its vote fraction among the images whose question was asked
+  (its parent answer above zero): quartiles and whiskers for box plots, the maximum and
+  median agreement, and how many images reach 0.6, 0.8 and 0.9.
+* Tree consistency: a question's answers must sum to its parent answer's fraction (to 1
+  for a root question); rows off by more than :data:`TREE_TOLERANCE` are listed.
+* For the Galaxy Zoo tree, the derived classes (elliptical, spiral, barred spiral) at
+  0.6 and 0.9, as the report of a trained model shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from skysort.evaluation.metrics import DERIVED_CLASSES, GALAXY_ZOO_RULES_COLUMNS, derived_classes
+
+#: Agreement levels counted per answer.
+AGREEMENT_LEVELS = (0.6, 0.8, 0.9)
+#: A question whose answers miss their parent's fraction by more than this is listed.
+TREE_TOLERANCE = 0.02
+#: Thresholds of the derived Galaxy Zoo classes.
+DERIVED_THRESHOLDS = (0.6, 0.9)
+
+
+def agreement(values: np.ndarray, columns: Sequence[str], schema: Any) -> list[dict[str, Any]]:
+    """Per answer column: its question, the images where the question was asked, and the
+    spread of its fraction there (``whislo``, ``q1``, ``med``, ``q3``, ``whishi`` at the
+    5/25/50/75/95th percentiles, ``max``, ``median``, counts at or above each level)."""
+    index = {c: j for j, c in enumerate(columns)}
+    out = []
+    for j, column in enumerate(columns):
+        question = schema.question_of(column) if schema is not None else None
+        asked = np.ones(len(values), dtype=bool)
+        if question is not None and question.parent:
+            asked = values[:, index[question.parent]] > 0
+        v = values[asked, j]
+        v = v[np.isfinite(v)]
+        row: dict[str, Any] = {"answer": column, "question": question.name if question else "",
+                               "asked": len(v)}
+        if len(v):
+            p = np.percentile(v, [5, 25, 50, 75, 95])
+            row.update({"whislo": float(p[0]), "q1": float(p[1]), "med": float(p[2]),
+                        "q3": float(p[3]), "whishi": float(p[4]), "max": float(v.max()),
+                        "median": float(p[2])})
+        row["at_least"] = {f"{t:g}": int((v >= t).sum()) for t in AGREEMENT_LEVELS}
+        out.append(row)
+    return out
+
+
+def tree_violations(values: np.ndarray, columns: Sequence[str], schema: Any,
+                    tolerance: float = TREE_TOLERANCE) -> list[dict[str, Any]]:
+    """Rows (by position) where a question's answers do not sum to their parent value."""
+    if schema is None:
+        return []
+    index = {c: j for j, c in enumerate(columns)}
+    out = []
+    for question in schema.questions:
+        if not all(a in index for a in question.answers):
+            continue
+        total = values[:, [index[a] for a in question.answers]].sum(axis=1)
+        expected = values[:, index[question.parent]] if question.parent else np.ones(len(values))
+        for row in np.flatnonzero(np.abs(total - expected) > tolerance):
+            out.append({"row": int(row), "question": question.name,
+                        "parent": question.parent or "(root: 1)",
+                        "answers_sum": float(total[row]), "expected": float(expected[row]),
+                        "gap": float(total[row] - expected[row])})
+    return out
+
+
+def derived_galaxy_zoo(values: np.ndarray, columns: Sequence[str]
+                       ) -> dict[str, np.ndarray] | None:
+    """Per threshold, each image's derived class name; None without the Galaxy Zoo columns."""
+    if not set(GALAXY_ZOO_RULES_COLUMNS) <= set(columns):
+        return None
+    names = np.array(DERIVED_CLASSES)
+    return {f"{t:g}": names[derived_classes(values, columns, t)] for t in DERIVED_THRESHOLDS}
