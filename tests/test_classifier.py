@@ -1,30 +1,220 @@
+"""The scikit-learn estimators, checked with scikit-learn itself: clone, the API checks,
+cross-validation and grid search against folds fitted by hand, DataFrames, vote fractions."""
+
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn.exceptions
+import sklearn.utils.estimator_checks as checks
+from sklearn.base import clone
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 
+import skysort
 from skysort import ImageClassifier, NotFittedError
+from skysort.classifier import CHECKS_NOT_APPLICABLE, ImageRegressor
+from skysort.config import TrainConfig
 from tests.conftest import write_color_folders
 
-pytestmark = pytest.mark.slow
+#: A valid value other than the default for every setting.
+OTHER = {"backbone": "tf_efficientnet_lite1", "weights": "none", "input_size": 96,
+         "center_fraction": 0.5, "finetune": "last:2", "dropout": 0.3, "epochs": 7,
+         "batch_size": 16, "lr": 0.01, "weight_decay": 0.001, "warmup_epochs": 1,
+         "label_smoothing": 0.1, "balance": "sampler", "patience": 4, "augment": "photo",
+         "finetune_epochs": 2, "finetune_batch_size": 8, "finetune_lr": 1e-4,
+         "finetune_weight_decay": 0.05, "layer_decay": 0.7, "finetune_warmup_epochs": 0,
+         "finetune_patience": 2, "ema_decay": 0.9, "precision": "fp32", "calibrate": "none",
+         "threshold": 0.3, "derived_thresholds": (0.5,), "validation_fraction": 0.25,
+         "split_groups": "duplicates", "seed": 5, "device": "cpu", "workers": 0,
+         "cache_dir": "somewhere", "cache_max_gb": 1.0, "project": "elsewhere", "name": "cv"}
 
 
-def test_fit_predict_proba_follow_classes(tmp_path: Path) -> None:
-    data = write_color_folders(tmp_path / "data", per_class=10, size=32, classes=("red", "blue"))
-    paths = sorted(data.rglob("*.png"))
-    labels = [p.parent.name for p in paths]
-    model = ImageClassifier(epochs=30, project=str(tmp_path / "runs"))
-    with pytest.raises(NotFittedError, match="fit"):
-        model.predict(paths[:1])
-    assert model.fit(paths, labels) is model
-    assert model.classes_ == ["blue", "red"]
+@pytest.mark.parametrize("cls", [ImageClassifier, ImageRegressor])
+def test_every_setting_is_a_keyword_that_clone_round_trips(cls: type) -> None:
+    settings = {**OTHER, **({"schema": "tree.yaml"} if cls is ImageRegressor else {})}
+    assert set(inspect.signature(cls).parameters) == set(settings)
+    est = cls(**settings)
+    assert est.get_params() == settings
+    copy = clone(est)
+    assert copy is not est and copy.get_params() == settings
+    assert cls().set_params(**settings).get_params() == settings
+    # the defaults are TrainConfig's, and every training setting is there
+    defaults = TrainConfig()
+    names = {f for f in TrainConfig.__dataclass_fields__ if f not in cls.NOT_SETTINGS}
+    assert names | {"validation_fraction"} == set(OTHER)
+    for key, value in cls().get_params().items():
+        if key in names and key != "name":
+            assert value == getattr(defaults, key), key
+    # settings are checked when fit runs, naming the key, never in __init__
+    bad = cls(lr=-1.0)
+    with pytest.raises(skysort.ConfigError, match=r"lr=-1\.0"):
+        bad.to_config()
+    with pytest.raises(skysort.ConfigError, match="validation_fraction"):
+        cls(validation_fraction=1.0).to_config()
+
+
+API_CHECKS = sorted({c.func.__name__ if hasattr(c, "func") else c.__name__
+                     for c in checks._yield_api_checks(ImageClassifier())})
+EXTRA_CHECKS = ["check_estimator_cloneable", "check_parameters_default_constructible",
+                "check_get_params_invariance", "check_set_params"]
+
+
+@pytest.mark.parametrize("cls", [ImageClassifier, ImageRegressor])
+@pytest.mark.parametrize("check", [c for c in API_CHECKS if c not in CHECKS_NOT_APPLICABLE]
+                         + EXTRA_CHECKS)
+def test_scikit_learn_api_checks(cls: type, check: str) -> None:
+    getattr(checks, check)(cls.__name__, cls())
+
+
+def test_the_checks_skipped_are_named() -> None:
+    """Every API check scikit-learn has is run above or listed with its reason, and the
+    tags say why check_estimator itself skips them (the input is image paths)."""
+    assert set(CHECKS_NOT_APPLICABLE) <= set(API_CHECKS)
+    tags = ImageClassifier().__sklearn_tags__()
+    assert not tags.input_tags.two_d_array and tags.input_tags.string
+    assert tags.input_tags.one_d_array
+
+
+def test_unfitted_is_skysorts_and_scikit_learns_error(tmp_path: Path) -> None:
+    for est in (ImageClassifier(), ImageRegressor()):
+        with pytest.raises(NotFittedError, match="fit"):
+            est.predict([str(tmp_path / "a.png")])
+        with pytest.raises(sklearn.exceptions.NotFittedError):
+            est.predict([str(tmp_path / "a.png")])
+
+
+@pytest.fixture(scope="module")
+def colors(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], np.ndarray]:
+    data = write_color_folders(tmp_path_factory.mktemp("colors") / "data", per_class=12,
+                               size=32, noise=60.0)
+    paths = sorted(str(p) for p in data.rglob("*.png"))
+    return paths, np.array([Path(p).parent.name for p in paths])
+
+
+@pytest.mark.slow
+def test_fit_predict_proba_follow_classes(colors: tuple, tmp_path: Path) -> None:
+    paths, labels = colors
+    codes = np.array([{"blue": 10, "green": 2, "red": 7}[c] for c in labels])  # int labels
+    model = ImageClassifier(epochs=30, project=str(tmp_path / "runs"), precision="fp32")
+    assert model.fit(paths, codes) is model
+    assert model.classes_.tolist() == [2, 7, 10]  # sorted as numbers, not as text
     probs = model.predict_proba(paths)
-    assert probs.shape == (20, 2)
+    assert probs.shape == (36, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
-    red = model.classes_.index("red")
-    assert all((probs[i, red] > 0.5) == (labels[i] == "red") for i in range(20))
-    assert model.score(paths, labels) == 1.0
+    assert (model.classes_[probs.argmax(axis=1)] == model.predict(paths)).all()
+    assert model.predict(paths).dtype == codes.dtype
+    assert model.score(paths, codes) == np.mean(model.predict(paths) == codes) > 0.9
+    assert model.run_dir_ == tmp_path / "runs" / "estimator"
     again = ImageClassifier.load(model.run_dir_)
+    assert again.classes_.tolist() == [2, 7, 10]  # the labels as fit was given them
     np.testing.assert_allclose(again.predict_proba(paths), probs, atol=1e-5)
+    assert (again.predict(paths) == model.predict(paths)).all()
+    assert again.score(paths, codes) == model.score(paths, codes)
+
+
+@pytest.mark.slow
+def test_binary_labels_keep_scikit_learns_positive_class(colors: tuple, tmp_path: Path
+                                                          ) -> None:
+    paths, labels = colors
+    two = [i for i, c in enumerate(labels) if c != "green"]
+    X = [paths[i] for i in two]
+    y = np.array([9 if labels[i] == "red" else 10 for i in two])  # as text, "10" < "9"
+    model = ImageClassifier(epochs=30, precision="fp32", project=str(tmp_path / "runs"))
+    model.fit(X, y)
+    assert model.classes_.tolist() == [9, 10]
+    probs = model.predict_proba(X)
+    assert ((probs[:, 1] > 0.5) == (y == 10)).all()  # column 1 is P(classes_[1])
+    assert model.predictor_.classes_ == ["9", "10"]  # the run's positive class is 10
+    assert model.predict(X).tolist() == y.tolist()
+    assert ImageClassifier.load(model.run_dir_).predict(X).tolist() == y.tolist()
+
+
+def test_bad_labels_are_refused_before_training(tmp_path: Path) -> None:
+    est = ImageClassifier(project=str(tmp_path / "runs"))
+    paths = [str(tmp_path / f"{i}.png") for i in range(4)]
+    for y, message in (([1, None, 2, 1], "missing"), ([1.0, float("nan"), 2.0, 1.0], "missing"),
+                       ([1, "a", 2, 1], "mix types"), ([1, 2, 1], "one label per path")):
+        with pytest.raises(skysort.DataError, match=message):
+            est.fit(paths, np.array(y, dtype=object))
+    assert not (tmp_path / "runs").exists()  # nothing was trained
+    with pytest.raises(skysort.DataError, match="numbers"):
+        ImageRegressor().fit(paths, ["a", "b", "c", "d"])
+
+
+@pytest.mark.slow
+def test_cross_validation_and_grid_search_match_folds_fitted_by_hand(colors: tuple,
+                                                                      tmp_path: Path) -> None:
+    paths, labels = colors
+    est = ImageClassifier(finetune="head", epochs=15, precision="fp32",
+                          project=str(tmp_path / "runs"))
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(est, paths, labels, cv=cv)
+    by_hand = []
+    X = np.array(paths, dtype=object)
+    for train, test in cv.split(X, labels):
+        fitted = clone(est).fit(X[train], labels[train])
+        by_hand.append(fitted.score(X[test], labels[test]))
+    assert scores.tolist() == by_hand
+    # every fit had a run directory of its own
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == \
+        ["estimator", *[f"estimator{i}" for i in range(2, 7)]]
+    grid = GridSearchCV(clone(est).set_params(project=str(tmp_path / "grid")),
+                        {"lr": [1e-3, 1e-2], "label_smoothing": [0.0]}, cv=cv)
+    grid.fit(paths, labels)
+    for i, params in enumerate(grid.cv_results_["params"]):
+        expected = np.mean([clone(est).set_params(**params).fit(X[tr], labels[tr])
+                            .score(X[te], labels[te]) for tr, te in cv.split(X, labels)])
+        assert grid.cv_results_["mean_test_score"][i] == pytest.approx(expected, abs=1e-12)
+    assert grid.best_params_ in grid.cv_results_["params"]
+    assert grid.best_estimator_.run_dir_.parent == tmp_path / "grid"
+    assert grid.score(paths, labels) == grid.best_estimator_.score(paths, labels)
+
+
+@pytest.mark.slow
+def test_dataframes_in_and_out(colors: tuple, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    paths, labels = colors
+    frame = pd.DataFrame({"path": paths, "label": labels}, index=[f"g{i}" for i in range(36)])
+    model = ImageClassifier(epochs=20, precision="fp32", project=str(tmp_path / "runs"))
+    model.fit(frame["path"], frame["label"])
+    probs = model.predict_proba(frame[["path"]].iloc[::3])
+    assert isinstance(probs, pd.DataFrame)
+    assert list(probs.columns) == list(model.classes_) and list(probs.index) == \
+        list(frame.index[::3])
+    np.testing.assert_allclose(probs.to_numpy(), model.predict_proba(paths[::3]))
+    predicted = model.predict(frame["path"])
+    assert isinstance(predicted, pd.Series) and list(predicted.index) == list(frame.index)
+    with pytest.raises(skysort.ConfigError, match="one column"):
+        model.predict(frame)
+
+
+@pytest.mark.slow
+def test_image_regressor_on_vote_fractions(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    from skysort.synth.sets import make_vote_fraction_set
+    from skysort.tasks import load_schema
+
+    images, votes, schema = make_vote_fraction_set(tmp_path / "gz", 60, size=48, seed=3)
+    table = pd.read_csv(votes)
+    paths = [str(images / f"{i}.jpg") for i in table["GalaxyID"]]
+    y = table.drop(columns="GalaxyID")
+    est = ImageRegressor(schema=str(schema), epochs=20, precision="fp32",
+                         project=str(tmp_path / "runs"))
+    assert est.fit(paths, y) is est and est.outputs_ == list(y.columns)
+    predicted = est.predict(paths)
+    assert predicted.shape == y.shape
+    tree = load_schema(schema)
+    assert tree.tree_errors(predicted, list(y.columns)).max() < 1e-4  # obeys the tree
+    assert est.score(paths, y) == pytest.approx(r2_score(y, predicted), abs=1e-9)
+    scores = cross_val_score(clone(est), paths, y, cv=3,
+                             scoring="neg_root_mean_squared_error")
+    assert scores.shape == (3,) and (scores < 0).all()
+    with pytest.raises(skysort.DataError, match="fractions in"):
+        ImageRegressor().fit(paths, y * 2)
+    # one output given as a 1-D y: predicted as a 1-D array, as scikit-learn does
+    smooth = ImageRegressor(epochs=5, precision="fp32", project=str(tmp_path / "one"))
+    assert smooth.fit(paths, y["smooth"].to_numpy()).predict(paths[:4]).shape == (4,)

@@ -39,6 +39,7 @@ from skysort.errors import (
 #: time they take to import.
 _LAZY = {
     "ImageClassifier": "skysort.classifier",
+    "ImageRegressor": "skysort.classifier",
     "TrainConfig": "skysort.config",
     "load_image": "skysort.data.images",
     "LabeledImages": "skysort.data.sources",
@@ -72,7 +73,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from skysort.classifier import ImageClassifier
+    from skysort.classifier import ImageClassifier, ImageRegressor
     from skysort.config import TrainConfig
     from skysort.data.images import load_image
     from skysort.data.sources import LabeledImages, read_class_folders
@@ -90,6 +91,7 @@ __all__ = [
     "DataError",
     "ImageClassifier",
     "ImageError",
+    "ImageRegressor",
     "LabelError",
     "LabeledImages",
     "ModelError",

@@ -59,6 +59,9 @@ LAST_CHECKPOINT = "last.safetensors"
 BEST_CHECKPOINT = "best.safetensors"
 TENSORBOARD = "tensorboard"
 PLAN = "finetune_plan.json"
+#: Written by the scikit-learn estimators: the labels as ``fit`` was given them (ints stay
+#: ints), so a loaded estimator predicts the same values.
+ESTIMATOR = "estimator.json"
 
 #: What a finished run holds, in the order README's "What a run directory holds" lists it.
 RUN_FILES = (CONFIG, MODEL_FILE, MODEL_JSON, SPLIT, BAD_FILES, LABEL_ISSUES, HISTORY,
@@ -69,13 +72,18 @@ RUN_FILES = (CONFIG, MODEL_FILE, MODEL_JSON, SPLIT, BAD_FILES, LABEL_ISSUES, HIS
 def make_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:
     """``project/name``, or ``name2``, ``name3`` ... when it exists (as Ultralytics does)."""
     base = Path(project)
-    run_dir = base / name
-    number = 2
-    while run_dir.exists() and not exist_ok:
-        run_dir = base / f"{name}{number}"
-        number += 1
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    if exist_ok:
+        (base / name).mkdir(parents=True, exist_ok=True)
+        return base / name
+    base.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:  # mkdir claims a name atomically: runs started together never share one
+        run_dir = base / (name if number == 1 else f"{name}{number}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            number += 1
 
 
 def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:

@@ -55,13 +55,13 @@ def test_a_second_fit_chooses_its_own_input_size(tmp_path: Path) -> None:
     """Fine-tuning fits the input size to the data; a second fit of the same estimator on
     larger images used to inherit the first fit's size."""
     model = ImageClassifier(finetune="full", finetune_epochs=1, epochs=2,
-                            project=str(tmp_path / "runs"), workers=0, split=(0.5, 0.5, 0.0))
+                            project=str(tmp_path / "runs"), workers=0, validation_fraction=0.5)
     model.fit(*_squares(tmp_path / "small", 40))
     small = TrainConfig.from_yaml(model.run_dir_ / "config.yaml").input_size
     model.fit(*_squares(tmp_path / "large", 200))
     large = TrainConfig.from_yaml(model.run_dir_ / "config.yaml").input_size
     assert (small, large) == (96, 192)
-    assert model.config.input_size is None
+    assert model.input_size is None  # the setting itself is never changed by a fit
 
 
 @pytest.mark.parametrize("extra", [["epochs=3"], ["--epochs", "3"], ["DATA"],

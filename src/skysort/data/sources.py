@@ -215,8 +215,10 @@ def _read_split_tree(root: Path, split_dirs: dict[str, Path]) -> LabeledImages:
                          classes=classes, splits=splits)
 
 
-def from_lists(paths: Sequence[str | Path], labels: Sequence[str]) -> LabeledImages:
-    """Images and class labels given as two lists (classes are the sorted label names).
+def from_lists(paths: Sequence[str | Path], labels: Sequence[str],
+               classes: Sequence[str] | None = None) -> LabeledImages:
+    """Images and class labels given as two lists (``classes``: the class order, by
+    default the sorted label names).
 
     Raises:
         DataError: the lists differ in length, are empty, or name missing files.
@@ -229,8 +231,11 @@ def from_lists(paths: Sequence[str | Path], labels: Sequence[str]) -> LabeledIma
     missing = [str(p) for p in resolved if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} image file(s) not found, e.g. {missing[:3]}")
-    classes = sorted({str(label) for label in labels})
+    classes = list(classes) if classes is not None else sorted({str(x) for x in labels})
     index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(x) for x in labels} - set(index))
+    if unknown:
+        raise DataError(f"labels {unknown[:5]} are not among the classes {classes}")
     root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
     return LabeledImages(root=root, paths=resolved,
                          targets=np.array([index[str(x)] for x in labels], dtype=np.int64),

@@ -48,6 +48,9 @@ FLAT = 0.25
 #: Above this many images the all-pairs hash comparison is skipped (it grows as n^2);
 #: candidates then come from the embeddings alone.
 HASH_PAIRS_LIMIT = 50_000
+#: Candidate pairs from hashes, at most (per image: this over the number of images, and
+#: never fewer than 100 of its closest hashes).
+HASH_CANDIDATES = 5_000_000
 
 
 @dataclass
@@ -80,6 +83,17 @@ class DuplicateGroup:
         return len(set(self.labels)) > 1
 
 
+_BITS = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (NumPy 2's ``bitwise_count``, else by a byte table)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    return _BITS[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1, dtype=np.uint8)
+
+
 def structure_signs(thumbs: np.ndarray) -> np.ndarray:
     """The sign of each pixel of the high-pass thumbnails, in all eight rotations and
     flips, as bit planes: ``(n, 8, 2, THUMB * THUMB // 64)`` uint64, plane 0 where the
@@ -102,7 +116,7 @@ def structure_similarity(signs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.
     sign, over the geometric mean of the two images' non-flat pixels (1 for a copy,
     about 0 for unrelated images)."""
     out = []
-    count = np.bitwise_count
+    count = popcount
     for start in range(0, len(i), 8192):
         a = signs[i[start:start + 8192], 0][:, None]  # (p, 1, 2, w)
         b = signs[j[start:start + 8192]]  # (p, 8, 2, w)
@@ -121,22 +135,30 @@ def structure_similarity(signs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.
 
 def hash_distance(phash: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Bits by which image ``i``'s hash differs from the closest of ``j``'s eight."""
-    return np.bitwise_count(phash[i, :1] ^ phash[j]).min(axis=1).astype(np.int64)
+    return popcount(phash[i, :1] ^ phash[j]).min(axis=1).astype(np.int64)
 
 
 def _hash_candidates(phash: np.ndarray, valid: np.ndarray, max_hamming: int
                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, its closest hashes (at the best rotation/flip) within ``max_hamming``
+    bits, at most :data:`HASH_CANDIDATES` pairs in all: look-alike faint galaxies can put
+    thousands of images within a few bits of each other, and memory must not grow as
+    n^2 (2,000 images keep every pair; 50,000 keep each image's 100 closest)."""
     rows, cols = [], []
     index = np.flatnonzero(valid)
+    k = max(100, HASH_CANDIDATES // max(1, len(index)))
     others = phash[index].T[None]  # (1, 8, m)
     step = max(1, 4_000_000 // (8 * len(index) + 1))  # about 32 MB of hash bits a block
+    keep_k = min(k + 1, len(index))
     for start in range(0, len(index), step):
         block = index[start:start + step]
-        dist = np.bitwise_count(phash[block, :1, None] ^ others).min(axis=1)
-        a, b = np.nonzero(dist <= max_hamming)
-        keep = index[b] > block[a]
-        rows.append(block[a][keep])
-        cols.append(index[b][keep])
+        dist = popcount(phash[block, :1, None] ^ others).min(axis=1).astype(np.int16)
+        near = np.argpartition(dist, keep_k - 1, axis=1)[:, :keep_k]  # (b, k + 1)
+        close = np.take_along_axis(dist, near, axis=1) <= max_hamming
+        a = np.repeat(np.arange(len(block)), keep_k)[close.ravel()]
+        b = near.ravel()[close.ravel()]
+        rows.append(block[a])
+        cols.append(index[b])
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(rows), np.concatenate(cols)
@@ -196,12 +218,18 @@ def find_duplicates(prints: Fingerprints, features: np.ndarray, *,
         hash_rows, hash_cols = _hash_candidates(prints.phash, valid, max_hamming)
         rows, cols = np.concatenate([rows, hash_rows]), np.concatenate([cols, hash_cols])
     low, high = np.minimum(rows, cols), np.maximum(rows, cols)
-    pixels = np.array([str(info.get("pixels", i)) for i, info in enumerate(prints.info)])
+    digest = {key: i for i, key in enumerate(by_pixels)}
+    pixels = np.array([digest.get(info.get("pixels"), -1 - i)
+                       for i, info in enumerate(prints.info)], dtype=np.int64)
     keep = pixels[low] != pixels[high]  # exact copies are joined already
     candidates = np.unique(np.stack([low[keep], high[keep]], axis=1), axis=0)
     if len(candidates):
+        # signs only for the images in a candidate pair (2 KB each)
+        needed, position = np.unique(candidates, return_inverse=True)
         first, second = candidates[:, 0], candidates[:, 1]
-        structure = structure_similarity(structure_signs(prints.thumbs), first, second)
+        at = position.reshape(candidates.shape)
+        structure = structure_similarity(structure_signs(prints.thumbs[needed]), at[:, 0],
+                                         at[:, 1])
         hamming = hash_distance(prints.phash, first, second)
         confirmed = (structure >= min_structure) & (hamming <= max_hamming + 2)
         for a, b, s, h in zip(first[confirmed], second[confirmed], structure[confirmed],

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ from skysort.inspection.label_errors import (
     confident_learning,
     out_of_fold_probabilities,
 )
+from skysort.inspection.leakage import apply_split_groups
 from skysort.inspection.oddities import embedding_map, oddity_scores
 from skysort.inspection.similar import SimilarityIndex
 from skysort.inspection.votes import agreement, derived_galaxy_zoo, tree_violations
@@ -104,8 +106,7 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
         page: also render ``inspect.html``.
         **overrides: settings to change, e.g. ``labels="votes.csv", seed=3``.
     """
-    from skysort.models.backbones import create_backbone, native_input_size
-    from skysort.models.embeddings import cached_embeddings, content_hash, embedding_key
+    from skysort.models.embeddings import default_cache_dir
 
     started = time.perf_counter()
     cfg = (config or TrainConfig()).updated(overrides)
@@ -118,18 +119,12 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
     out.mkdir(parents=True, exist_ok=True)
     splits, split_rule = _split(dataset, cfg)
 
-    # The backbone and embeddings training would use, so the cache serves both.
-    mode, _ = finetune_plan(cfg.finetune, splits.count("train"))
-    cfg.input_size = choose_input_size(cfg, dataset, native_input_size(cfg.backbone), mode)
-    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.input_size, cfg.center_fraction)
-    key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
-    hashes = [content_hash(p) for p in dataset.paths]
-    pixels = pixel_cache(cfg, backbone.preprocess, len(dataset)) if mode != "head" else None
-    features, bad = cached_embeddings(backbone.model, backbone.preprocess, key, dataset.paths,
-                                      cache_dir=cfg.cache_dir, pixel_cache=pixels,
-                                      workers=cfg.workers, hashes=hashes)
-    from skysort.models.embeddings import default_cache_dir
-
+    for stale in (LABEL_ERRORS, VIOLATIONS, SIMILAR_DIR):  # outputs of an earlier run
+        if (out / stale).is_dir():
+            shutil.rmtree(out / stale)
+        else:
+            (out / stale).unlink(missing_ok=True)
+    features, bad, hashes, meta = embed_dataset(cfg, dataset, splits.count("train"))
     prints = cached_fingerprints(dataset.paths, hashes, cfg.cache_dir or default_cache_dir(),
                                  cfg.workers)
     for i, why in prints.bad.items():
@@ -142,6 +137,10 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
 
     pairs, groups = find_duplicates(prints, features, splits=splits,
                                     labels=labels if dataset.task != "fractions" else None)
+    # the split training would make: with split_groups=duplicates, copies kept together
+    splits, _ = apply_split_groups(cfg.split_groups, dataset, groups, splits, say=False)
+    for group in groups:
+        group.splits = [splits[m] for m in group.members]
     errors, errors_note = _label_errors(dataset, features, valid, cfg.seed) if single else \
         (None, f"not computed: {dataset.task} targets (confident learning needs one class "
                "per image)")
@@ -168,18 +167,15 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
     write_label_issues(out / LABEL_ISSUES, dataset.issues)
     index = SimilarityIndex.build(features[valid], [str(dataset.paths[i]) for i in
                                                     np.flatnonzero(valid)],
-                                  [labels[i] for i in np.flatnonzero(valid)],
-                                  meta={"backbone": backbone.name, "weights": cfg.weights,
-                                        "weights_id": backbone.weights_id,
-                                        "input_size": cfg.input_size,
-                                        "center_fraction": cfg.center_fraction,
-                                        "embedding_key": key}, seed=cfg.seed) \
+                                  [labels[i] for i in np.flatnonzero(valid)], meta,
+                                  seed=cfg.seed) \
         if valid.sum() >= 2 else None
     if index is not None:
         index.save(out / SIMILAR_DIR)
 
     summary = _summary(dataset, cfg, splits, split_rule, labels, prints, bad, groups, pairs,
-                       errors, errors_note, oddity, rel, map_method, fractions, key, backbone.name)
+                       errors, errors_note, oddity, rel, map_method, fractions,
+                       meta["embedding_key"], meta["backbone"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     (out / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False,
                                           default=_jsonable), encoding="utf-8")
@@ -189,6 +185,31 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
 
         written = write_inspect_page(out)
     return InspectResult(out=out, summary=summary, page=written)
+
+
+def embed_dataset(cfg: TrainConfig, dataset: LabeledImages, n_train: int
+                  ) -> tuple[np.ndarray, dict[int, str], list[str | None], dict[str, Any]]:
+    """The embeddings training would compute (the same backbone, input size and pixel
+    cache, so the cache serves both): ``(features, unreadable, content hashes, meta)``,
+    ``meta`` saying how to embed another image alike. Sets ``cfg.input_size``."""
+    from skysort.device import resolve_device
+    from skysort.models.backbones import create_backbone, native_input_size
+    from skysort.models.embeddings import cached_embeddings, content_hash, embedding_key
+
+    mode, _ = finetune_plan(cfg.finetune, n_train)
+    cfg.input_size = choose_input_size(cfg, dataset, native_input_size(cfg.backbone), mode)
+    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.input_size, cfg.center_fraction)
+    key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
+    hashes = [content_hash(p) for p in dataset.paths]
+    pixels = pixel_cache(cfg, backbone.preprocess, len(dataset)) if mode != "head" else None
+    features, bad = cached_embeddings(backbone.model, backbone.preprocess, key, dataset.paths,
+                                      cache_dir=cfg.cache_dir, pixel_cache=pixels,
+                                      workers=cfg.workers, hashes=hashes,
+                                      device=resolve_device(cfg.device))
+    meta = {"backbone": backbone.name, "weights": cfg.weights,
+            "weights_id": backbone.weights_id, "input_size": cfg.input_size,
+            "center_fraction": cfg.center_fraction, "embedding_key": key}
+    return features, bad, hashes, meta
 
 
 def _jsonable(value: Any) -> Any:

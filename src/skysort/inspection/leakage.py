@@ -36,9 +36,10 @@ def duplicate_groups(data: LabeledImages, features: np.ndarray, hashes: Sequence
 
 
 def apply_split_groups(setting: str, data: LabeledImages, groups: Sequence[DuplicateGroup],
-                       splits: list[str]) -> tuple[list[str], list[str]]:
-    """``(splits, warnings)`` after ``split_groups=setting`` (see the module doc)."""
-    leaks = [g for g in groups if g.spans_splits]
+                       splits: list[str], say: bool = True) -> tuple[list[str], list[str]]:
+    """``(splits, warnings)`` after ``split_groups=setting`` (see the module doc); a group
+    leaks when its images lie in more than one of ``splits``."""
+    leaks = [g for g in groups if len({splits[m] for m in g.members}) > 1]
     if not leaks:
         return splits, []
     images = sum(len(g.members) for g in leaks)
@@ -46,13 +47,15 @@ def apply_split_groups(setting: str, data: LabeledImages, groups: Sequence[Dupli
     if setting == "duplicates" and data.splits is None:
         moved = keep_groups_together(leaks, splits)
         changed = sum(a != b for a, b in zip(moved, splits, strict=True))
-        print(f"split_groups=duplicates: {len(leaks)} group(s) of copies kept in one split "
-              f"each ({changed} image(s) moved)")
+        if say:
+            print(f"split_groups=duplicates: {len(leaks)} group(s) of copies kept in one "
+                  f"split each ({changed} image(s) moved)")
         return moved, []
     hint = "the data gives its own split, which is kept" if setting == "duplicates" else \
         "train with split_groups=duplicates to keep each group in one split"
     warning = (f"{len(leaks)} group(s) of copies ({images} images, e.g. {example}) lie in more "
                f"than one split, so the test score is optimistic; {hint} (skysort inspect "
                "lists them)")
-    print(f"WARNING: {warning}")
+    if say:
+        print(f"WARNING: {warning}")
     return splits, [warning]

@@ -12,6 +12,7 @@ answers a query from it in a fraction of a second.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,29 +103,39 @@ class SimilarityIndex:
                 for rank, (d, j) in enumerate(zip(dist[0], near[0], strict=True))]
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.numpy import save_file
+        """Writes the vectors and the paths, each whole or not at all, under one token that
+        :meth:`load` checks: vectors of one index never pair with the paths of another."""
+        from safetensors.numpy import save
+
+        from skysort.rundir import atomic_write
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"vectors": self.vectors, "mean": self.mean,
-                   "components": self.components}, str(folder / VECTORS))
-        (folder / ENTRIES).write_text(json.dumps(
-            {"meta": self.meta, "paths": self.paths, "labels": self.labels},
-            ensure_ascii=False), encoding="utf-8", errors="surrogateescape")
+        token = uuid.uuid4().hex
+        atomic_write(folder / VECTORS, save(
+            {"vectors": self.vectors, "mean": self.mean, "components": self.components},
+            metadata={"token": token}))
+        atomic_write(folder / ENTRIES, json.dumps(
+            {"token": token, "meta": self.meta, "paths": self.paths, "labels": self.labels},
+            ensure_ascii=False).encode("utf-8", "surrogateescape"))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> SimilarityIndex:
+        from safetensors import safe_open
         from safetensors.numpy import load_file
 
         folder = Path(folder)
         try:
             arrays = load_file(str(folder / VECTORS))
+            with safe_open(str(folder / VECTORS), framework="numpy") as fh:
+                token = (fh.metadata() or {}).get("token")
             entries = json.loads((folder / ENTRIES).read_text(encoding="utf-8",
                                                               errors="surrogateescape"))
             vectors, paths = arrays["vectors"], entries["paths"]
-            if len(vectors) != len(paths):
-                raise ValueError(f"{len(vectors)} vectors for {len(paths)} paths")
+            if len(vectors) != len(paths) or token != entries.get("token"):
+                raise ValueError(f"{len(vectors)} vectors and {len(paths)} paths written by "
+                                 "different runs")
         except (OSError, ValueError, KeyError) as exc:
             raise RunError(f"{folder}: not a readable similarity index ({exc}); run skysort "
                            "inspect again to rebuild it") from exc
@@ -153,18 +164,23 @@ def load_or_build_index(source: str | Path, config: Any = None) -> SimilarityInd
     if (source / CONFIG).is_file() and (source / SPLIT).is_file():  # a run directory
         from skysort.data.split import read_split_csv
 
-        cfg = TrainConfig.from_yaml(source / CONFIG)
-        root = Path(cfg.data_root or ".")
+        run_cfg = TrainConfig.from_yaml(source / CONFIG)  # its backbone and input size
+        root = Path(run_cfg.data_root or ".")
         rows = read_split_csv(source / SPLIT)
         paths = [root / r["path"] for r in rows]
         labels = [r["label"] for r in rows]
-    else:
+        features, bad, meta = embed_like(paths, run_cfg.backbone, run_cfg.weights,
+                                         run_cfg.input_size, run_cfg.center_fraction,
+                                         cfg.cache_dir, cfg.workers)
+    else:  # data: embedded as inspect and train embed it, so the cache serves all three
+        from skysort.inspection.inspector import _split, embed_dataset
+
         cfg = cfg.updated({"data": str(source)})
         dataset = open_dataset(cfg.data_spec())
         paths = list(dataset.paths)
         labels = [describe_target(dataset, i) for i in range(len(dataset))]
-    features, bad, meta = embed_like(paths, cfg.backbone, cfg.weights, cfg.input_size,
-                                     cfg.center_fraction, cfg.cache_dir, cfg.workers)
+        features, bad, _, meta = embed_dataset(cfg, dataset,
+                                               _split(dataset, cfg)[0].count("train"))
     keep = [i for i in range(len(paths)) if i not in bad]
     if len(keep) < 2:
         raise RunError(f"{source}: fewer than two readable images to search")
@@ -206,6 +222,10 @@ def find_similar(source: str | Path, query: str | Path, k: int = 12, *,
     if k < 1:
         raise ConfigError(f"k={k}: ask for at least one similar image")
     load_image(query)  # a clear error for an unreadable query, before any work
+    if config is None:
+        from skysort.config import TrainConfig
+
+        config = TrainConfig(cache_dir=cache_dir)
     index = load_or_build_index(source, config)
     meta = index.meta
     features, bad, _ = embed_like([Path(query)], meta["backbone"], meta.get("weights", "auto"),

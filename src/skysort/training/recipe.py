@@ -172,16 +172,19 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
                                           dataset.paths, cache_dir=cfg.cache_dir,
                                           pixel_cache=pixels, workers=cfg.workers,
                                           device=device, hashes=hashes)
-        # Copies of one image in two splits (checked once the embeddings exist).
+        # Copies of one image in two splits, checked once the embeddings exist; by process
+        # 0 alone, which then gives every process its split.
         groups = duplicate_groups(dataset, features, hashes, bad, splits,
                                   cfg.cache_dir or default_cache_dir(), cfg.workers) \
-            if cfg.split_groups != "none" else []
-    splits, data_warnings = apply_split_groups(cfg.split_groups, dataset, groups, splits)
-    if resume is None and ddp.main:
-        write_split_csv(run_dir / SPLIT, dataset, splits)
-    elif resume is not None and [r["split"] for r in read_split_csv(run_dir / SPLIT)] != splits:
-        raise RunError(f"{run_dir}: the data no longer splits as split.csv says; it "
-                       "changed since the run started, so it cannot be resumed")
+            if cfg.split_groups != "none" and ddp.main else []
+    if resume is None:
+        splits, data_warnings = apply_split_groups(cfg.split_groups, dataset, groups, splits)
+        splits = ddp.broadcast(splits)
+        if ddp.main:
+            write_split_csv(run_dir / SPLIT, dataset, splits)
+    else:  # the split the run started with (a group kept together stays so)
+        splits = resumed_splits(run_dir, dataset, splits, cfg.split_groups)
+        _, data_warnings = apply_split_groups("warn", dataset, groups, splits)
     if ddp.main:
         write_bad_files(run_dir / BAD_FILES, dataset, bad)
     if bad:
@@ -274,6 +277,19 @@ def _tensorboard(run_dir: Path) -> Any:
     except ImportError:  # tensorboard is optional at run time
         return None
     return SummaryWriter(str(run_dir / TENSORBOARD))
+
+
+def resumed_splits(run_dir: Path, data: LabeledImages, splits: list[str], split_groups: str
+                   ) -> list[str]:
+    """The splits of ``split.csv``, once the data is checked to be what the run started
+    on: the same images in the same order and, unless copies were kept together
+    (``split_groups=duplicates``), the same split by hash."""
+    rows = read_split_csv(run_dir / SPLIT)
+    if [r["path"] for r in rows] != [data.relpath(p) for p in data.paths] or \
+            (split_groups != "duplicates" and [r["split"] for r in rows] != splits):
+        raise RunError(f"{run_dir}: the data no longer splits as split.csv says; it "
+                       "changed since the run started, so it cannot be resumed")
+    return [r["split"] for r in rows]
 
 
 def split_indices(data: LabeledImages, splits: list[str], bad: Mapping[int, str]
