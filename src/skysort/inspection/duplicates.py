@@ -164,16 +164,16 @@ def _hash_candidates(phash: np.ndarray, valid: np.ndarray, max_hamming: int
     return np.concatenate(rows), np.concatenate(cols)
 
 
-def _neighbour_candidates(features: np.ndarray, valid: np.ndarray, k: int
+def _neighbour_candidates(unit: np.ndarray, valid: np.ndarray, k: int
                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Each valid image's ``k`` nearest by cosine (``unit``: embeddings of unit length)."""
     from sklearn.neighbors import NearestNeighbors
 
     index = np.flatnonzero(valid)
     if len(index) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    unit = normalize_rows(features[index])
-    knn = NearestNeighbors(n_neighbors=min(k + 1, len(index))).fit(unit)
-    _, near = knn.kneighbors(unit)
+    knn = NearestNeighbors(n_neighbors=min(k + 1, len(index))).fit(unit[index])
+    _, near = knn.kneighbors(unit[index])
     rows = np.repeat(index, near.shape[1])
     cols = index[near.ravel()]
     return rows, cols
@@ -213,7 +213,7 @@ def find_duplicates(prints: Fingerprints, features: np.ndarray, *,
         for j in members[1:]:
             pairs[(members[0], j)] = DuplicatePair(members[0], j, "exact",
                                                    float(unit[members[0]] @ unit[j]), 0, 1.0)
-    rows, cols = _neighbour_candidates(features, valid, neighbours)
+    rows, cols = _neighbour_candidates(unit, valid, neighbours)
     if n <= HASH_PAIRS_LIMIT:
         hash_rows, hash_cols = _hash_candidates(prints.phash, valid, max_hamming)
         rows, cols = np.concatenate([rows, hash_rows]), np.concatenate([cols, hash_cols])

@@ -190,25 +190,42 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
 def embed_dataset(cfg: TrainConfig, dataset: LabeledImages, n_train: int
                   ) -> tuple[np.ndarray, dict[int, str], list[str | None], dict[str, Any]]:
     """The embeddings training would compute (the same backbone, input size and pixel
-    cache, so the cache serves both): ``(features, unreadable, content hashes, meta)``,
-    ``meta`` saying how to embed another image alike. Sets ``cfg.input_size``."""
-    from skysort.device import resolve_device
-    from skysort.models.backbones import create_backbone, native_input_size
-    from skysort.models.embeddings import cached_embeddings, content_hash, embedding_key
+    cache, so the cache serves both): ``(features, unreadable, content hashes, meta)``
+    as :func:`embed_like` returns them. Sets ``cfg.input_size``."""
+    from skysort.models.backbones import native_input_size
 
     mode, _ = finetune_plan(cfg.finetune, n_train)
     cfg.input_size = choose_input_size(cfg, dataset, native_input_size(cfg.backbone), mode)
-    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.input_size, cfg.center_fraction)
+    return embed_like(dataset.paths, cfg.backbone, cfg.weights, cfg.input_size,
+                      cfg.center_fraction, cfg.cache_dir, cfg.workers, device=cfg.device,
+                      pixels_for=cfg if mode != "head" else None)
+
+
+def embed_like(paths: Sequence[Path], backbone_name: str, weights: str, input_size: int | None,
+               center_fraction: float, cache_dir: str | None = None,
+               workers: int | None = None, *, device: str = "auto",
+               pixels_for: TrainConfig | None = None
+               ) -> tuple[np.ndarray, dict[int, str], list[str | None], dict[str, Any]]:
+    """Embeddings of ``paths`` through the cache, with this backbone and preprocessing
+    (and the pixel cache of ``pixels_for``'s fine-tuning, when given): ``(features,
+    unreadable, content hashes, meta)``, ``meta`` saying how to embed another image
+    alike."""
+    from skysort.device import resolve_device
+    from skysort.models.backbones import create_backbone
+    from skysort.models.embeddings import cached_embeddings, content_hash, embedding_key
+
+    backbone = create_backbone(backbone_name, weights, input_size, center_fraction)
     key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
-    hashes = [content_hash(p) for p in dataset.paths]
-    pixels = pixel_cache(cfg, backbone.preprocess, len(dataset)) if mode != "head" else None
-    features, bad = cached_embeddings(backbone.model, backbone.preprocess, key, dataset.paths,
-                                      cache_dir=cfg.cache_dir, pixel_cache=pixels,
-                                      workers=cfg.workers, hashes=hashes,
-                                      device=resolve_device(cfg.device))
-    meta = {"backbone": backbone.name, "weights": cfg.weights,
-            "weights_id": backbone.weights_id, "input_size": cfg.input_size,
-            "center_fraction": cfg.center_fraction, "embedding_key": key}
+    hashes = [content_hash(p) for p in paths]
+    pixels = pixel_cache(pixels_for, backbone.preprocess, len(paths)) \
+        if pixels_for is not None else None
+    features, bad = cached_embeddings(backbone.model, backbone.preprocess, key, list(paths),
+                                      cache_dir=cache_dir, pixel_cache=pixels,
+                                      workers=workers, hashes=hashes,
+                                      device=resolve_device(device))
+    meta = {"backbone": backbone.name, "weights": weights, "weights_id": backbone.weights_id,
+            "input_size": backbone.preprocess.input_size, "center_fraction": center_fraction,
+            "embedding_key": key}
     return features, bad, hashes, meta
 
 

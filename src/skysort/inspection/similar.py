@@ -150,7 +150,7 @@ def load_or_build_index(source: str | Path, config: Any = None) -> SimilarityInd
     from skysort.config import TrainConfig
     from skysort.data.dataset import open_dataset
     from skysort.data.split import describe_target
-    from skysort.inspection.inspector import SIMILAR_DIR
+    from skysort.inspection.inspector import SIMILAR_DIR, embed_like
     from skysort.rundir import CONFIG, SPLIT
 
     source = Path(source)
@@ -169,7 +169,7 @@ def load_or_build_index(source: str | Path, config: Any = None) -> SimilarityInd
         rows = read_split_csv(source / SPLIT)
         paths = [root / r["path"] for r in rows]
         labels = [r["label"] for r in rows]
-        features, bad, meta = embed_like(paths, run_cfg.backbone, run_cfg.weights,
+        features, bad, _, meta = embed_like(paths, run_cfg.backbone, run_cfg.weights,
                                          run_cfg.input_size, run_cfg.center_fraction,
                                          cfg.cache_dir, cfg.workers)
     else:  # data: embedded as inspect and train embed it, so the cache serves all three
@@ -188,24 +188,6 @@ def load_or_build_index(source: str | Path, config: Any = None) -> SimilarityInd
                                  [labels[i] for i in keep], meta)
 
 
-def embed_like(paths: Sequence[Path], backbone_name: str, weights: str, input_size: int | None,
-               center_fraction: float, cache_dir: str | None = None,
-               workers: int | None = None) -> tuple[np.ndarray, dict[int, str], dict[str, Any]]:
-    """Embeddings of ``paths`` through the cache, with this backbone and preprocessing;
-    returns ``(features, unreadable, meta)`` where ``meta`` says how to embed alike."""
-    from skysort.models.backbones import create_backbone
-    from skysort.models.embeddings import cached_embeddings, embedding_key
-
-    backbone = create_backbone(backbone_name, weights, input_size, center_fraction)
-    key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
-    features, bad = cached_embeddings(backbone.model, backbone.preprocess, key, list(paths),
-                                      cache_dir=cache_dir, workers=workers)
-    meta = {"backbone": backbone.name, "weights": weights, "weights_id": backbone.weights_id,
-            "input_size": backbone.preprocess.input_size, "center_fraction": center_fraction,
-            "embedding_key": key}
-    return features, bad, meta
-
-
 def find_similar(source: str | Path, query: str | Path, k: int = 12, *,
                  cache_dir: str | None = None, html: str | Path | None = None,
                  config: Any = None) -> list[Match]:
@@ -221,6 +203,8 @@ def find_similar(source: str | Path, query: str | Path, k: int = 12, *,
 
     if k < 1:
         raise ConfigError(f"k={k}: ask for at least one similar image")
+    from skysort.inspection.inspector import embed_like
+
     load_image(query)  # a clear error for an unreadable query, before any work
     if config is None:
         from skysort.config import TrainConfig
@@ -228,7 +212,7 @@ def find_similar(source: str | Path, query: str | Path, k: int = 12, *,
         config = TrainConfig(cache_dir=cache_dir)
     index = load_or_build_index(source, config)
     meta = index.meta
-    features, bad, _ = embed_like([Path(query)], meta["backbone"], meta.get("weights", "auto"),
+    features, bad, _, _ = embed_like([Path(query)], meta["backbone"], meta.get("weights", "auto"),
                                   meta.get("input_size"), meta.get("center_fraction", 1.0),
                                   cache_dir, workers=0)
     if bad:
