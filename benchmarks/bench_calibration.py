@@ -93,7 +93,7 @@ def report(work: Path, data: Path, name: str, settings: dict[str, object], seed:
     # accuracy with and without calibration, on the same test images
     model, model_info = load_model(run)
     test = [data / r for r in _split(run, "test")]
-    both, _ = model_outputs(model, model_info, test, cache_dir=str(work / "cache"), kind="both")
+    both, _ = model_outputs(model, model_info, test, cache_dir=str(work / "cache"), which="both")
     k = model_info.task.num_outputs
     changed = int((both[:, :k].argmax(1) != both[:, k:].argmax(1)).sum())
 

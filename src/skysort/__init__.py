@@ -47,7 +47,7 @@ _LAZY = {
     "Preprocess": "skysort.data.transforms",
     "create_transform": "skysort.data.transforms",
     "evaluate": "skysort.evaluation.evaluator",
-    "classification_metrics": "skysort.evaluation.metrics",
+    "classification_metrics": "skysort.tasks.multiclass",
     "format_metrics": "skysort.evaluation.metrics",
     "find_similar": "skysort.inspection.similar",
     "inspect": "skysort.inspection.inspector",
@@ -79,11 +79,12 @@ if TYPE_CHECKING:
     from skysort.data.sources import LabeledImages, read_class_folders
     from skysort.data.transforms import Preprocess, create_transform
     from skysort.evaluation.evaluator import evaluate
-    from skysort.evaluation.metrics import classification_metrics, format_metrics
+    from skysort.evaluation.metrics import format_metrics
     from skysort.inspection.inspector import inspect
     from skysort.inspection.similar import find_similar
     from skysort.models.backbones import create_backbone, list_backbones
     from skysort.prediction.predictor import Predictor, predict
+    from skysort.tasks.multiclass import classification_metrics
     from skysort.training.recipe import TrainResult, train
 
 __all__ = [

@@ -21,10 +21,6 @@ pipelines use them as any other estimator:
   R^2 averaged over the outputs for the regressor (``scoring=
   "neg_root_mean_squared_error"`` for RMSE);
 * a pandas DataFrame or Series of paths gives predictions indexed like it.
-
-scikit-learn's own estimator checks generate numeric arrays, which these estimators do
-not take; the tags say so, and :data:`CHECKS_NOT_APPLICABLE` lists the checks that need
-such arrays and why (the tests run every other API check).
 """
 
 from __future__ import annotations
@@ -87,9 +83,8 @@ def _paths(X: Any) -> tuple[list[str], Any]:
 
 
 def _missing(value: Any) -> bool:
-    if value is None or str(value) in ("<NA>", "NaT"):
-        return True
-    return isinstance(value, float | np.floating) and bool(np.isnan(value))
+    return value is None or str(value) in ("<NA>", "NaT") or \
+        (isinstance(value, float | np.floating) and bool(np.isnan(value)))
 
 
 def _labels(y: Any, n: int) -> np.ndarray:
@@ -120,8 +115,7 @@ class _ImageEstimator(BaseEstimator):
     #: (``fit`` is given it), the split (``validation_fraction``), the task (the
     #: estimator's kind decides it), and whether a run may reuse a folder (never).
     NOT_SETTINGS = ("data", "labels", "images", "id_column", "targets", "pattern",
-                    "classmap", "split_file", "task", "schema", "data_root", "split",
-                    "exist_ok")
+                    "classmap", "split_file", "task", "schema", "split", "exist_ok")
 
     def __init__(self, *, backbone: str = _DEFAULTS.backbone, weights: str = _DEFAULTS.weights,
                  input_size: int | None = _DEFAULTS.input_size,
@@ -195,8 +189,7 @@ class _ImageEstimator(BaseEstimator):
         return tags
 
     def to_config(self) -> TrainConfig:
-        """The :class:`TrainConfig` these settings make (checked: a ConfigError names a
-        bad one)."""
+        """The :class:`TrainConfig` these settings make (a ConfigError names a bad one)."""
         params = {k: v for k, v in self.get_params().items() if k != "validation_fraction"}
         fraction = self.validation_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, int | float) or \
@@ -323,8 +316,7 @@ class ImageClassifier(ClassifierMixin, _ImageEstimator):
 
     def predict_set(self, X: Any, coverage: float = 0.9) -> list[list[str] | None]:
         """Conformal prediction sets (:meth:`skysort.Predictor.predict_set`)."""
-        predictor = self.predictor
-        return predictor.predict_set(_paths(X)[0], coverage)
+        return self.predictor.predict_set(_paths(X)[0], coverage)  # unfitted: said first
 
 
 class ImageRegressor(RegressorMixin, _ImageEstimator):
@@ -359,8 +351,7 @@ class ImageRegressor(RegressorMixin, _ImageEstimator):
         except (TypeError, ValueError):
             raise DataError("y must hold numbers: the vote fractions of each image") from None
         self.single_output_ = values.ndim == 1
-        if values.ndim == 1:
-            values = values[:, None]
+        values = values[:, None] if values.ndim == 1 else values
         if values.ndim != 2 or len(values) != len(paths) or values.size == 0:
             raise DataError(f"y has shape {values.shape} for {len(paths)} image paths; give "
                             "one row of fractions per path")

@@ -11,11 +11,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from skysort._version import __version__
-from skysort.config import AUGMENT_CHOICES, TASK_CHOICES
+from skysort.config import AUGMENT_CHOICES
+from skysort.data.transforms import INPUT_SIZES
 from skysort.errors import SkySortError
 from skysort.models.export import EXPORT_FORMATS
 from skysort.prediction.predictor import ENGINES
 from skysort.prediction.writers import OUTPUT_FORMATS
+from skysort.tasks import task_kinds
 
 #: ``skysort train`` options that are settings (``--epochs`` is ``epochs=``).
 TRAIN_SETTINGS = ("backbone", "weights", "seed", "epochs", "name", "project", "finetune",
@@ -199,7 +201,7 @@ def _add_data_options(p: argparse.ArgumentParser, task: bool) -> None:
     g.add_argument("--schema", help="YAML decision tree of vote-fraction columns "
                                     "(the Galaxy Zoo 37 columns are recognised)")
     if task:
-        g.add_argument("--task", choices=TASK_CHOICES,
+        g.add_argument("--task", choices=("auto", *task_kinds()),
                        help="target kind (default: chosen from the data)")
 
 
@@ -232,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=at_least(0), help="seed for the split and training (default 0)")
     p.add_argument("--epochs", type=at_least(1))
     p.add_argument("--batch-size", type=at_least(1))
-    p.add_argument("--input-size", type=at_least(32), help="square input size in pixels")
+    p.add_argument("--input-size", type=at_least(INPUT_SIZES[0]),
+                   help=f"square input size in pixels ({INPUT_SIZES[0]} to {INPUT_SIZES[-1]})")
     p.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
                    help="split fractions (default 0.7 0.15 0.15)")
     p.add_argument("--project", help="folder for run directories (default runs)")

@@ -1,17 +1,17 @@
 """Training configuration: typed dataclasses, YAML in and out, ``key=value`` overrides.
 
 Unknown keys are rejected with the list of valid ones; values are converted to the
-field's type and checked. The resolved configuration is saved as ``config.yaml`` in
-every run directory, and ``TrainConfig.from_yaml`` reads it back.
+field's type and checked, each setting in one place. A config is the settings as given:
+it is saved as ``config.yaml`` in every run directory, and ``TrainConfig.from_yaml``
+reads it back. What training decides from the data (the input size when unset, the
+fine-tuning mode of ``auto``, the pixel cache) is not written into it: that is the run's
+resolved plan, :mod:`skysort.models.plan`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
-import statistics
-import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -19,16 +19,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from skysort.data.dataset import DataSpec
-from skysort.data.images import image_size, read_or_reason
-from skysort.data.sources import LabeledImages
-from skysort.data.transforms import AUGMENT_PRESETS, Preprocess
+from skysort.data.transforms import AUGMENT_PRESETS, check_input_size
 from skysort.device import check_device
-from skysort.errors import ConfigError, DataError
-from skysort.tasks import TASK_KINDS
+from skysort.errors import ConfigError
+from skysort.models.plan import parse_finetune
+from skysort.tasks import task_kinds
 
 BALANCE_CHOICES = ("weights", "sampler", "none")
 AUGMENT_CHOICES = AUGMENT_PRESETS
@@ -36,8 +34,10 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16")
 #: ``auto``: temperature scaling for softmax and multi-label outputs, Platt scaling for a
 #: binary sigmoid, fitted on the validation split; ``none``: the model's own outputs.
 CALIBRATE_CHOICES = ("auto", "none")
-TASK_CHOICES = ("auto", *TASK_KINDS)
 SPLIT_GROUPS_CHOICES = ("warn", "duplicates", "none")
+#: Keys older versions wrote into a run's config.yaml, skipped when one is read back:
+#: ``data_root`` is now in the run's resolved plan (``resolved.json``).
+RETIRED_KEYS = ("data_root",)
 
 
 @dataclass
@@ -49,8 +49,6 @@ class TrainConfig(DataSpec):
     pattern, classmap, split_file, task, schema).
     """
 
-    #: Recorded by training in the run's own copy: the folder split.csv paths start from.
-    data_root: str | None = None
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     #: ``warn``: say when copies of an image lie in other splits; ``duplicates``: keep
     #: each group of copies in one split; ``none``: do not look.
@@ -111,14 +109,11 @@ class TrainConfig(DataSpec):
             raise ConfigError("split: the train fraction must be above 0")
         _choice("balance", self.balance, BALANCE_CHOICES)
         _choice("split_groups", self.split_groups, SPLIT_GROUPS_CHOICES)
-        _choice("task", self.task, TASK_CHOICES)
+        _choice("task", self.task, ("auto", *task_kinds()))
         _choice("augment", self.augment, AUGMENT_CHOICES)
         _choice("precision", self.precision, PRECISION_CHOICES)
         _choice("calibrate", self.calibrate, CALIBRATE_CHOICES)
-        if self.finetune not in ("auto", "head", "full") and \
-                not re.fullmatch(r"last:[1-9]\d*", self.finetune):
-            raise ConfigError(f"finetune={self.finetune!r}: must be auto, head, full or last:N "
-                              "(the last N stages of the backbone, e.g. last:2)")
+        parse_finetune(self.finetune)
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay={self.ema_decay}: must lie in [0, 1) (0: no EMA)")
         if not 0 < self.layer_decay <= 1:
@@ -136,8 +131,8 @@ class TrainConfig(DataSpec):
                 raise ConfigError(f"{key}={getattr(self, key)}: must not be negative")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout={self.dropout}: must lie in [0, 1)")
-        if self.input_size is not None and not 32 <= self.input_size <= 2048:
-            raise ConfigError(f"input_size={self.input_size}: use 32 to 2048 pixels")
+        if self.input_size is not None:
+            check_input_size(self.input_size)
         for key in ("patience", "finetune_patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1 (epochs "
@@ -182,11 +177,11 @@ class TrainConfig(DataSpec):
     def from_mapping(cls, data: Mapping[str, Any], source: str = "config") -> TrainConfig:
         """Builds a config from a mapping, converting values; unknown keys are errors."""
         valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - valid)
+        unknown = sorted(set(data) - valid - set(RETIRED_KEYS))
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
         hints = typing.get_type_hints(cls)
-        return cls(**{k: _convert(k, v, hints[k]) for k, v in data.items()})
+        return cls(**{k: _convert(k, v, hints[k]) for k, v in data.items() if k in valid})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
@@ -208,69 +203,6 @@ class TrainConfig(DataSpec):
         """A copy with ``overrides`` applied (values converted and checked)."""
         merged = {**self.to_dict(), **overrides}
         return TrainConfig.from_mapping(merged, source="override")
-
-
-# -- settings resolved against the data ----------------------------------------------------
-
-#: ``finetune=auto`` fine-tunes from this many training images on.
-AUTO_FINETUNE_MIN_IMAGES = 200
-
-
-def finetune_plan(setting: str, n_train: int) -> tuple[str, int]:
-    """``("head", 0)``, ``("full", 0)`` or ``("last", N)`` for a ``finetune`` setting."""
-    if setting == "auto":
-        if n_train < AUTO_FINETUNE_MIN_IMAGES:
-            return "head", 0
-        return "full", 0
-    if setting in ("head", "full"):
-        return setting, 0
-    match = re.fullmatch(r"last:(\d+)", setting)
-    if not match:
-        raise DataError(f"finetune={setting!r}: use auto, head, full or last:N")
-    return "last", int(match.group(1))
-
-
-def choose_input_size(cfg: TrainConfig, data: LabeledImages, native: int, mode: str) -> int:
-    """The input size: as set, the backbone's own for the head only, else fitted to the data.
-
-    Fine-tuning on small cutouts need not upsample them: the median shorter side of a
-    sample of images (after the centre cut), rounded to a multiple of 32, between 96 and
-    the backbone's native size. Sizes are read by the image reader, FITS files included;
-    unreadable files are left out here and reported when they are decoded.
-    """
-    if cfg.input_size:
-        return cfg.input_size
-    if mode == "head":
-        return native
-    rng = np.random.default_rng(0)
-    sample = rng.choice(len(data), size=min(64, len(data)), replace=False)
-    sizes = [read_or_reason(image_size, data.paths[i])[0] for i in sample]
-    sides = [min(size) * cfg.center_fraction for size in sizes if size is not None]
-    if not sides:
-        return native
-    size = 32 * round(statistics.median(sides) / 32)
-    return int(min(native, max(96, size)))
-
-
-def pixel_cache(cfg: TrainConfig, preprocess: Preprocess, n_images: int) -> Path | None:
-    """The pixel cache folder for this run, or None when ``cache_max_gb`` cannot hold it.
-
-    The estimate is the resized pixels of every image at a 3:2 aspect (uint8), beside
-    what the folder holds already; nothing is evicted (delete the folder to free it).
-    """
-    from skysort.models.embeddings import default_cache_dir  # torch: imported when used
-
-    folder = Path(cfg.cache_dir or default_cache_dir()) / "pixels"
-    if cfg.cache_max_gb <= 0:
-        return None
-    need = n_images * preprocess.resize_size ** 2 * 1.5 * 3
-    have = sum(f.stat().st_size for f in folder.glob("*.npy")) if folder.is_dir() else 0
-    if need + have > cfg.cache_max_gb * 1e9:
-        print(f"pixel cache: {n_images} images need about {need / 1e9:.1f} GB beside the "
-              f"{have / 1e9:.1f} GB in {folder}, over cache_max_gb={cfg.cache_max_gb}; "
-              "decoding every image every epoch", file=sys.stderr)
-        return None
-    return folder
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Every stage reads and writes a run through this module, so the names below are t
 only place a run's layout is spelled out::
 
     runs/<name>/
-      config.yaml         CONFIG        resolved settings (reusable with --config)
+      config.yaml         CONFIG        the settings as given (reusable with --config)
+      resolved.json       RESOLVED      what training decided from the data: data root,
+                                        input size, fine-tuning mode, pixel cache
       model.safetensors   MODEL_FILE    all weights
       model.json          MODEL_JSON    classes, backbone, preprocessing, skysort version
       split.csv           SPLIT         path, id, label, split for every image
@@ -24,6 +26,22 @@ only place a run's layout is spelled out::
       weights/            WEIGHTS_DIR   last.safetensors (resumable), best.safetensors
       tensorboard/        TENSORBOARD   event files
 
+``skysort inspect DATA --out OUT`` writes its folder under the names below too (what each
+holds: :mod:`skysort.inspection.inspector`)::
+
+    OUT/
+      summary.json                INSPECT_SUMMARY
+      images.csv                  INSPECT_IMAGES
+      duplicates.csv              DUPLICATES
+      duplicate_pairs.csv         DUPLICATE_PAIRS
+      suspected_label_errors.csv  LABEL_ERRORS
+      oddities.csv                ODDITIES
+      tree_violations.csv         TREE_VIOLATIONS
+      bad_files.csv               BAD_FILES
+      label_issues.csv            LABEL_ISSUES
+      similar/                    SIMILAR_DIR
+      inspect.html                INSPECT_PAGE
+
 Files are written whole or not at all (:func:`atomic_write`): a crash or ``kill -9``
 leaves the previous version or the new one, never half of one.
 """
@@ -40,6 +58,7 @@ if TYPE_CHECKING:
     import torch
 
 CONFIG = "config.yaml"
+RESOLVED = "resolved.json"
 MODEL_FILE = "model.safetensors"
 MODEL_JSON = "model.json"
 SPLIT = "split.csv"
@@ -64,9 +83,20 @@ PLAN = "finetune_plan.json"
 ESTIMATOR = "estimator.json"
 
 #: What a finished run holds, in the order README's "What a run directory holds" lists it.
-RUN_FILES = (CONFIG, MODEL_FILE, MODEL_JSON, SPLIT, BAD_FILES, LABEL_ISSUES, HISTORY,
+RUN_FILES = (CONFIG, RESOLVED, MODEL_FILE, MODEL_JSON, SPLIT, BAD_FILES, LABEL_ISSUES, HISTORY,
              METRICS, CURVES_PNG, CONFUSION_PNG, RELIABILITY_PNG, RISK_PNG, REPORT, PLAN,
              WEIGHTS_DIR, TENSORBOARD)
+
+# The folder of ``skysort inspect`` (it shares BAD_FILES and LABEL_ISSUES with a run).
+INSPECT_SUMMARY = "summary.json"
+INSPECT_IMAGES = "images.csv"
+DUPLICATES = "duplicates.csv"
+DUPLICATE_PAIRS = "duplicate_pairs.csv"
+LABEL_ERRORS = "suspected_label_errors.csv"
+ODDITIES = "oddities.csv"
+TREE_VIOLATIONS = "tree_violations.csv"
+SIMILAR_DIR = "similar"
+INSPECT_PAGE = "inspect.html"
 
 
 def make_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:

@@ -7,12 +7,12 @@ from collections import Counter
 import numpy as np
 
 from skysort.data.loader import EpochSampler
-from skysort.tasks import Task
+from skysort.tasks import MulticlassTask
 
 
 def test_balanced_sampling_draws_each_class_about_equally() -> None:
     targets = np.array([0] * 900 + [1] * 90 + [2] * 10)  # 90% / 9% / 1%
-    weights = Task(classes=["a", "b", "c"]).sample_weights(targets)
+    weights = MulticlassTask(classes=["a", "b", "c"]).sample_weights(targets)
     sampler = EpochSampler(len(targets), seed=3, weights=weights)
     drawn = Counter(int(targets[i]) for i, _ in sampler)
     assert sum(drawn.values()) == len(targets)  # an epoch is still n draws

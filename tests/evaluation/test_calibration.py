@@ -10,12 +10,11 @@ from skysort.evaluation.calibration import (
     MIN_CALIBRATION_IMAGES,
     calibration_report,
     fit_calibration,
-    keeping_decisions,
     reliability_bins,
     risk_coverage,
 )
-from skysort.models.calibration import Calibration
 from skysort.tasks import make_task
+from skysort.tasks.calibration import Calibration
 
 
 def simulate(n: int, k: int, rng: np.random.Generator, sharpen: float = 3.0,
@@ -90,10 +89,10 @@ def test_multilabel_gets_one_temperature_per_label() -> None:
     assert [1 / s for s in cal.scale] == pytest.approx([1.0, 2.0, 4.0], rel=0.15)
     # at 0.5 no decision moves; at another threshold it would, so it is not applied
     assert ((expit(cal.apply(z)) >= 0.5) == (z >= 0)).all()
-    assert keeping_decisions(task, cal, 0.5) is cal
+    assert task.keep_calibration(cal, 0.5) is cal
     moved = (expit(cal.apply(z)) >= 0.6) != (expit(z) >= 0.6)
     assert moved.any()
-    kept = keeping_decisions(task, cal, 0.6)
+    kept = task.keep_calibration(cal, 0.6)
     assert kept.is_identity and kept.reason == "threshold" and "threshold=0.6" in kept.note
 
 
@@ -161,7 +160,7 @@ def test_a_calibration_that_does_not_help_held_out_images_is_not_applied() -> No
     """Already calibrated outputs: a temperature fitted to 300 validation images fits
     their noise. Cross-fitting refuses it where it does not help images it did not see,
     so on large test sets the NLL gets worse by less than fitting it always would."""
-    from skysort.evaluation.calibration import _fit, _softmax_nll
+    from skysort.tasks.calibration import softmax_nll as _softmax_nll
 
     task = make_task("multiclass", ["a", "b", "c"])
     kept, guarded, always = 0, 0.0, 0.0
@@ -179,7 +178,7 @@ def test_a_calibration_that_does_not_help_held_out_images_is_not_applied() -> No
             assert held["calibrated"] < held["uncalibrated"]
         base = _softmax_nll(test_z, test_y)
         guarded += _softmax_nll(cal.apply(test_z), test_y) - base
-        always += _softmax_nll(_fit("multiclass", z, y).apply(test_z), test_y) - base
+        always += _softmax_nll(task.fit_calibration(z, y).apply(test_z), test_y) - base
     assert 0 < kept < 20  # some fits were refused
     assert guarded < always
     assert guarded / 20 < 0.002  # what is left is noise: under 0.002 nats a run

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from skysort.evaluation.metrics import classification_metrics, format_metrics
+from skysort.evaluation.metrics import format_metrics
+from skysort.tasks.multiclass import classification_metrics
 
 
 def _onehot(pred: list[int], k: int) -> np.ndarray:
@@ -72,7 +73,7 @@ def _auc_by_pairs(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def test_binary_metrics_lead_with_auc_beside_baselines() -> None:
-    from skysort.evaluation.metrics import binary_metrics
+    from skysort.tasks.binary import binary_metrics
 
     rng = np.random.default_rng(1)
     y = (rng.random(200) < 0.3).astype(int)
@@ -88,7 +89,7 @@ def test_binary_metrics_lead_with_auc_beside_baselines() -> None:
 
 
 def test_multilabel_macro_auc_skips_labels_with_one_value() -> None:
-    from skysort.evaluation.metrics import multilabel_metrics
+    from skysort.tasks.multilabel import multilabel_metrics
 
     rng = np.random.default_rng(2)
     y = np.stack([rng.integers(0, 2, 50), rng.integers(0, 2, 50), np.zeros(50, int)], axis=1)
@@ -100,7 +101,7 @@ def test_multilabel_macro_auc_skips_labels_with_one_value() -> None:
 
 
 def test_fraction_rmse_per_column_and_question_beside_the_mean_predictor() -> None:
-    from skysort.evaluation.metrics import fraction_metrics
+    from skysort.tasks.fractions import fraction_metrics
     from skysort.tasks.schema import TreeSchema
 
     schema = TreeSchema.from_dict({"questions": [
@@ -121,7 +122,7 @@ def test_fraction_rmse_per_column_and_question_beside_the_mean_predictor() -> No
 
 
 def test_galaxy_zoo_derived_classes() -> None:
-    from skysort.evaluation.metrics import derived_classes
+    from skysort.tasks.fractions import derived_classes
     from skysort.tasks.schema import galaxy_zoo_schema
 
     columns = galaxy_zoo_schema().columns

@@ -61,7 +61,7 @@ def test_calibration_is_fitted_on_validation_and_changes_no_class(
 
     model, model_info = load_model(run)
     paths, _ = _test_paths(run, data)
-    both, _ = model_outputs(model, model_info, paths, kind="both")
+    both, _ = model_outputs(model, model_info, paths, which="both")
     calibrated, uncalibrated = both[:, :5], both[:, 5:]
     assert not np.allclose(calibrated, uncalibrated)
     assert (calibrated.argmax(1) == uncalibrated.argmax(1)).all()
@@ -106,7 +106,7 @@ def test_every_predictor_gives_the_same_calibrated_probabilities_and_sets(
 
     # the exported graph holds the calibration
     model, info = load_model(run)
-    both, _ = model_outputs(model, info, paths, kind="both")
+    both, _ = model_outputs(model, info, paths, which="both")
     from skysort.data.transforms import create_transform
 
     images = np.stack([create_transform(info.preprocess)(p) for p in paths])
@@ -176,7 +176,7 @@ def test_binary_platt_scaling_keeps_every_decision(galaxies: tuple[Path, Path],
     assert threshold != 0.5
     model, model_info = load_model(result.run_dir)
     paths = sorted(two.rglob("*.jpg"))
-    both, _ = model_outputs(model, model_info, paths, kind="both")
+    both, _ = model_outputs(model, model_info, paths, which="both")
     assert ((both[:, 0] >= threshold) == (both[:, 1] >= 0.5)).all()
     rows = read_predictions(skysort.predict(result.run_dir, paths, tmp_path / "b.csv",
                                             quiet=True))
@@ -193,7 +193,7 @@ def test_calibrate_none_keeps_the_model_s_own_outputs(galaxies: tuple[Path, Path
     assert info["calibration"]["method"] == "none"
     assert result.metrics["calibration"]["uncalibrated"] is None
     model, model_info = load_model(result.run_dir)
-    both, _ = model_outputs(model, model_info, sorted(data.rglob("*.jpg"))[:20], kind="both")
+    both, _ = model_outputs(model, model_info, sorted(data.rglob("*.jpg"))[:20], which="both")
     assert np.array_equal(both[:, :5], both[:, 5:])
 
 
@@ -209,7 +209,7 @@ def test_a_run_from_before_calibration_predicts_and_refuses_only_sets(
     model, model_info = load_model(old)
     assert model_info.calibration is None and model.output is model.uncalibrated
     probs = skysort.Predictor(old).predict_proba(paths)
-    both, _ = model_outputs(*load_model(run), paths, kind="both")
+    both, _ = model_outputs(*load_model(run), paths, which="both")
     assert np.abs(probs - both[:, 5:]).max() <= 1e-5  # its own, uncalibrated outputs
     metrics = skysort.evaluate(old)
     assert metrics["calibration"]["method"] == "none" and "prediction_sets" not in metrics

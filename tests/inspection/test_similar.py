@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skysort.inspection.similar import SimilarityIndex
+from skysort.inspection.similarity_index import SimilarityIndex
 
 
 def test_index_finds_exact_neighbours_and_survives_a_round_trip(tmp_path: Path) -> None:

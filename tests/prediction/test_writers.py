@@ -1,16 +1,21 @@
 """Writers: resuming after a kill keeps every finished row and drops the half-written one,
-in CSV and in Parquet."""
+in CSV and in Parquet; the columns prediction sets and abstention add, from options
+checked once where the predictor is built."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from skysort.data.transforms import Preprocess
 from skysort.errors import ConfigError
+from skysort.models.conformal import ConformalScores
 from skysort.models.info import ModelInfo
+from skysort.prediction.predictor import PredictionOptions
 from skysort.prediction.writers import Layout, Sink, output_format, read_predictions
 from skysort.tasks import make_task
 
@@ -92,3 +97,78 @@ def test_other_output_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match=r"\*\.csv or \*\.parquet"):
         Sink(tmp_path / name, _layout())
     assert not (tmp_path / name).exists()
+
+
+# -- the columns --coverage and --min-confidence add, checked once where the predictor is built
+
+
+def _info(kind: str = "multiclass", conformal: bool = True) -> ModelInfo:
+    task = make_task(kind, ["a", "b", "c"])
+    kept = ConformalScores("1 - p(true class), per class", 30,
+                           {c: [round(0.03 * i, 2) for i in range(10)] for c in "abc"})
+    return ModelInfo(task=task, backbone="x", weights_id="y", num_features=4,
+                     preprocess=Preprocess(), conformal=kept if conformal else None)
+
+
+def test_the_checked_options_give_the_set_and_abstention_columns(tmp_path: Path) -> None:
+    info = _info()
+    options = PredictionOptions.check(info, 0.8, 0.6)
+    assert options.set_thresholds is not None
+    # ceil(11 * 0.8) = 9th of each class's 10 scores
+    assert options.set_thresholds.tolist() == [0.24, 0.24, 0.24]
+    layout = Layout(info, options)
+    assert layout.columns == ["path", "prediction", "probability", "a", "b", "c",
+                              "prediction_set", "set_size", "abstained", "error"]
+    row = layout.row(Path("/x.png"), np.array([0.8, 0.15, 0.05], dtype=np.float32))
+    assert row is not None and row[:3] == ["/x.png", "a", pytest.approx(0.8)]
+    assert row[6:] == ["a", 1, 0, ""]
+    row = layout.row(Path("/y.png"), np.array([0.5, 0.45, 0.05], dtype=np.float32))
+    assert row is not None and row[1] == "" and row[6:] == ["", 0, 1, ""]
+    assert layout.row(Path("/bad.png"), None, "truncated")[-4:] == [None, None, None,
+                                                                     "truncated"]
+    assert Layout(info, PredictionOptions.check(info)).columns == _layout().columns
+
+
+@pytest.mark.parametrize(("kind", "conformal", "coverage", "min_confidence", "match"), [
+    ("multilabel", True, 0.9, None, "--coverage needs a model with one class per image"),
+    ("multilabel", True, None, 0.5, "--min-confidence needs a model with one class"),
+    ("multiclass", True, 1.0, None, "strictly between 0 and 1"),
+    ("multiclass", False, 1.5, None, "strictly between 0 and 1"),
+    ("multiclass", False, 0.9, None, "holds no conformity scores"),
+    ("multiclass", True, None, 1.5, r"min_confidence=1.5: must lie in \[0, 1\]"),
+])
+def test_options_the_model_cannot_honour_are_refused(
+        kind: str, conformal: bool, coverage: float | None, min_confidence: float | None,
+        match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        PredictionOptions.check(_info(kind, conformal), coverage, min_confidence)
+
+
+def test_the_predictor_reads_model_json_and_checks_the_coverage_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import skysort.models.conformal
+    import skysort.prediction.predictor as predictor
+
+    (tmp_path / "model.json").write_text(json.dumps(_info().to_dict()))
+    calls: dict[str, int] = {"read": 0, "check": 0}
+
+    def counted(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            calls[name] += 1
+            return fn(*args)
+        return wrapper
+
+    monkeypatch.setattr(predictor, "read_model_info",
+                        counted("read", predictor.read_model_info))
+    monkeypatch.setattr(skysort.models.conformal, "check_coverage",
+                        counted("check", skysort.models.conformal.check_coverage))
+    monkeypatch.setattr(predictor, "make_runner", lambda *a: ("onnx", None))
+    built = predictor.Predictor(tmp_path, coverage=0.8, min_confidence=0.6)
+    assert calls == {"read": 1, "check": 1}
+    assert built.options.coverage == 0.8 and built.options.min_confidence == 0.6
+    assert Layout(built.info, built.options).columns[-4:-1] == ["prediction_set", "set_size",
+                                                                "abstained"]
+    # a bad option is refused before the model is loaded
+    monkeypatch.setattr(predictor, "make_runner", lambda *a: pytest.fail("model loaded"))
+    with pytest.raises(ConfigError, match="strictly between 0 and 1"):
+        predictor.Predictor(tmp_path, coverage=1.5)

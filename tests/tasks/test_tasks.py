@@ -11,26 +11,26 @@ import torch
 
 from skysort.errors import ConfigError
 from skysort.tasks import (
-    SINGLE_LABEL_KINDS,
     BinaryTask,
     FractionsTask,
+    MulticlassTask,
     MultiLabelTask,
-    Task,
     TreeSchema,
     make_task,
+    single_label_kinds,
     task_from_dict,
 )
 
 
 def test_class_weights_are_n_over_k_times_count_and_zero_for_absent_classes() -> None:
-    task = Task(classes=["a", "b", "c"])
+    task = MulticlassTask(classes=["a", "b", "c"])
     weights = task.class_weights(np.array([0, 0, 0, 1]))
     # n = 4, k = 3: 4 / (3 * 3), 4 / (3 * 1), and no images of c.
     np.testing.assert_allclose(weights, [4 / 9, 4 / 3, 0.0], rtol=1e-6)
 
 
 def test_multiclass_loss_is_class_weighted_cross_entropy() -> None:
-    task = Task(classes=["a", "b"])
+    task = MulticlassTask(classes=["a", "b"])
     train = np.array([0, 0, 0, 1])  # weights 4/6 and 4/2
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     targets = task.target_tensor(np.array([0, 1]))
@@ -86,7 +86,8 @@ def test_fractions_loss_is_the_squared_error_of_the_tree_output() -> None:
 
 def test_predicted_classes_per_kind() -> None:
     outputs = np.array([[0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])
-    np.testing.assert_array_equal(Task(classes=["a", "b", "c"]).predicted_class(outputs), [1, 0])
+    multiclass = MulticlassTask(classes=["a", "b", "c"])
+    np.testing.assert_array_equal(multiclass.predicted_class(outputs), [1, 0])
     binary = BinaryTask(classes=["no", "yes"])
     p = np.array([[0.3], [0.6], [0.5]])
     np.testing.assert_array_equal(binary.predicted_class(p, threshold=0.5), [0, 1, 1])
@@ -102,13 +103,13 @@ def test_predicted_classes_per_kind() -> None:
 
 
 def test_single_label_is_a_property_of_the_kind() -> None:
-    tasks = {t.kind: t for t in (Task(["a", "b", "c"]), BinaryTask(["a", "b"]),
+    tasks = {t.kind: t for t in (MulticlassTask(["a", "b", "c"]), BinaryTask(["a", "b"]),
                                  MultiLabelTask(["a", "b"]), FractionsTask(["a", "b"]))}
-    assert {k for k, t in tasks.items() if t.single_label} == set(SINGLE_LABEL_KINDS)
+    assert {k for k, t in tasks.items() if t.single_label} == set(single_label_kinds())
 
 
 def test_balanced_sampling_draws_each_class_equally() -> None:
-    task = Task(classes=["a", "b"])
+    task = MulticlassTask(classes=["a", "b"])
     targets = np.array([0] * 9 + [1])
     weights = task.sample_weights(targets)
     share_b = weights[targets == 1].sum() / weights.sum()

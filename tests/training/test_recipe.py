@@ -3,17 +3,24 @@ back, and a resumed run takes no other settings."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from skysort import ImageClassifier
 from skysort.cli import main
 from skysort.config import TrainConfig
+from skysort.data.sources import read_class_folders
 from skysort.errors import ConfigError
-from skysort.training.recipe import train
+from skysort.evaluation.evaluator import evaluate
+from skysort.evaluation.report import write_report
+from skysort.inspection.similar import find_similar
+from skysort.models.plan import ResolvedPlan
+from skysort.training.recipe import _setup_input_size, train
 from tests.conftest import write_color_folders
 
 
@@ -31,7 +38,11 @@ def test_training_leaves_the_callers_config_as_it_was(tmp_path: Path) -> None:
     assert cfg.to_dict() == before
     saved = [TrainConfig.from_yaml(r.run_dir / "config.yaml") for r in (one, two)]
     assert [s.data for s in saved] == [str(first), str(second)]
-    assert [s.input_size for s in saved] == [224, 224]  # resolved in the run's own copy
+    assert [s.input_size for s in saved] == [None, None]  # the settings as given
+    plans = [ResolvedPlan.read(r.run_dir) for r in (one, two)]
+    assert [p.input_size for p in plans] == [224, 224]  # resolved in the run's own plan
+    assert [p.data_root for p in plans] == [str(first), str(second)]
+    assert [(p.finetune, p.stages, p.pixel_cache) for p in plans] == [("head", 0, None)] * 2
     assert one.metrics["classes"] == ["blue", "red"]
     assert two.metrics["classes"] == ["green", "red"]
 
@@ -57,9 +68,9 @@ def test_a_second_fit_chooses_its_own_input_size(tmp_path: Path) -> None:
     model = ImageClassifier(finetune="full", finetune_epochs=1, epochs=2,
                             project=str(tmp_path / "runs"), workers=0, validation_fraction=0.5)
     model.fit(*_squares(tmp_path / "small", 40))
-    small = TrainConfig.from_yaml(model.run_dir_ / "config.yaml").input_size
+    small = ResolvedPlan.read(model.run_dir_).input_size
     model.fit(*_squares(tmp_path / "large", 200))
-    large = TrainConfig.from_yaml(model.run_dir_ / "config.yaml").input_size
+    large = ResolvedPlan.read(model.run_dir_).input_size
     assert (small, large) == (96, 192)
     assert model.input_size is None  # the setting itself is never changed by a fit
 
@@ -93,3 +104,42 @@ def test_balanced_sampling_trains_on_an_imbalanced_set(tmp_path: Path) -> None:
     assert result.metrics["model"]["balanced_accuracy"] >= 0.9
     # nothing wrong with the model (its 7 validation images are too few to calibrate it)
     assert [w for w in result.metrics["warnings"] if not w.startswith("NOT CALIBRATED")] == []
+
+
+def test_a_resumed_run_keeps_the_input_size_it_started_with(tmp_path: Path) -> None:
+    data = write_color_folders(tmp_path / "data", per_class=2, size=32)
+    dataset = read_class_folders(data)
+    run = tmp_path / "run"
+    run.mkdir()
+    ResolvedPlan(str(data), 160, "full").save(run)
+    assert _setup_input_size(TrainConfig(), dataset, "full", run) == 160
+    (run / "resolved.json").unlink()  # an older run: the size its config.yaml recorded
+    (run / "config.yaml").write_text(yaml.safe_dump({"data_root": str(data), "input_size": 128}))
+    assert _setup_input_size(TrainConfig(), dataset, "full", run) == 128
+    assert _setup_input_size(TrainConfig(), dataset, "full", None) == 96  # fitted: 32 px
+
+
+@pytest.mark.slow
+def test_runs_from_before_the_resolved_plan_still_evaluate_report_and_resume(
+        tmp_path: Path) -> None:
+    """Older runs kept data_root and the resolved input_size in config.yaml, and had no
+    resolved.json; resuming one keeps that input size."""
+    data = write_color_folders(tmp_path / "data", per_class=8, size=32,
+                               classes=("red", "blue"))
+    run = train(data, project=str(tmp_path / "runs"), epochs=3, finetune="head").run_dir
+    new = evaluate(run, output=tmp_path / "new.json")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "resolved.json").unlink()
+    # data: null, so evaluate can only find the images through data_root
+    old_config = {**config, "data": None, "data_root": str(data), "input_size": 64}
+    (run / "config.yaml").write_text(yaml.safe_dump(old_config, sort_keys=False))
+    old = evaluate(run, output=tmp_path / "old.json")
+    assert old["n"] == new["n"] > 0 and old["model"] == new["model"]
+    assert write_report(run, tmp_path / "old.json").is_file()
+    query = sorted(data.rglob("*.png"))[0]  # similar finds the run's images through data_root
+    assert Path(find_similar(run, query, k=1)[0].path) == query
+    (run / "config.yaml").write_text(yaml.safe_dump({**old_config, "data": str(data)}))
+    resumed = train(resume=run)
+    assert ResolvedPlan.read(run) == ResolvedPlan(str(data), 64, "head")  # the size kept
+    assert json.loads((run / "model.json").read_text())["preprocess"]["input_size"] == 64
+    assert resumed.metrics["n"] == new["n"]

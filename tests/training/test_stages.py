@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import skysort
-from skysort import config
 from skysort.config import TrainConfig
 from skysort.data.split import read_split_csv
 from skysort.data.transforms import Preprocess
 from skysort.device import cpu_count
 from skysort.models.backbones import create_backbone
 from skysort.models.model import SkyModel
+from skysort.models.plan import ResolvedPlan, pixel_cache
 from skysort.tasks import make_task
 from skysort.training import stages
 from tests.conftest import write_color_folders
@@ -52,6 +52,7 @@ def test_fine_tuning_decodes_each_image_once_and_gives_the_cores_to_the_model(
     plan = json.loads((result.run_dir / "finetune_plan.json").read_text())
     assert plan["workers"] == 0 and plan["threads"] == cpu_count()
     assert plan["precision"] in ("fp32", "bf16") and plan["pixel_cache"] == str(cache / "pixels")
+    assert ResolvedPlan.read(result.run_dir).pixel_cache == plan["pixel_cache"]
     # the embedding pass filled the pixel cache: the fine-tuning epochs and their
     # validation decoded no file
     assert decoded == []
@@ -93,11 +94,9 @@ def test_precision_is_measured_only_where_bf16_is_native(monkeypatch: pytest.Mon
 
 def test_the_pixel_cache_refuses_what_cache_max_gb_cannot_hold(tmp_path: Path) -> None:
     pre = create_backbone(input_size=224).preprocess
-    small = TrainConfig(cache_dir=str(tmp_path), cache_max_gb=0.001)
-    assert config.pixel_cache(small, pre, 100) is None  # 100 x 256 x 384 x 3 > 1 MB
-    assert config.pixel_cache(TrainConfig(cache_dir=str(tmp_path), cache_max_gb=0), pre,
-                              1) is None
-    assert config.pixel_cache(TrainConfig(cache_dir=str(tmp_path)), pre, 100) == \
+    assert pixel_cache(str(tmp_path), 0.001, pre, 100) is None  # 100 x 256 x 384 x 3 > 1 MB
+    assert pixel_cache(str(tmp_path), 0, pre, 1) is None
+    assert pixel_cache(str(tmp_path), TrainConfig().cache_max_gb, pre, 100) == \
         tmp_path / "pixels"
 
 

@@ -21,7 +21,7 @@ from skysort.data.label_files import looks_like_label_file, read_label_file
 from skysort.data.sources import LabeledImages, read_class_folders
 from skysort.data.tables import read_csv_table
 from skysort.errors import ConfigError, DataError
-from skysort.tasks import SINGLE_LABEL_KINDS, TASK_KINDS, load_schema
+from skysort.tasks import classes_kind, load_schema, task_class, task_kinds
 
 
 @dataclass
@@ -59,8 +59,9 @@ def _find_hirise_files(root: Path) -> tuple[Path | None, Path | None, Path | Non
 
 def open_dataset(spec: DataSpec) -> LabeledImages:
     """Reads the labelled images ``spec`` describes; see the module doc for the layouts."""
-    if spec.task not in ("auto", *TASK_KINDS):
-        raise ConfigError(f"task={spec.task!r}: must be auto or one of {', '.join(TASK_KINDS)}")
+    if spec.task not in ("auto", *task_kinds()):
+        raise ConfigError(f"task={spec.task!r}: must be auto or one of "
+                          f"{', '.join(task_kinds())}")
     if not spec.data:
         raise ConfigError("no data given: pass DATA (a folder or a label table)")
     path = Path(spec.data).expanduser()
@@ -93,18 +94,16 @@ def open_dataset(spec: DataSpec) -> LabeledImages:
 
 def choose_task_kind(data: LabeledImages, task: str) -> LabeledImages:
     """Two classes read from folders or label files make a binary task unless told not to."""
-    if data.task not in SINGLE_LABEL_KINDS:
+    if not task_class(data.task).single_label:
         if task not in ("auto", data.task):
             raise ConfigError(f"task={task}: these targets are {data.task}; they cannot be "
                               f"read as {task}")
         return data
-    if task in ("multilabel", "fractions"):
-        raise ConfigError(f"task={task}: these are single-label classes ({data.classes})")
     if task == "auto":
-        task = "binary" if len(data.classes) == 2 else "multiclass"
-    if task == "binary" and len(data.classes) != 2:
-        raise ConfigError(f"task=binary needs two classes, found {len(data.classes)}: "
-                          f"{data.classes}")
+        task = classes_kind(data.classes)
+    if not task_class(task).single_label:
+        raise ConfigError(f"task={task}: these are single-label classes ({data.classes})")
+    task_class(task).check_classes(data.classes, f"task={task}")
     data.task = task
     return data
 
@@ -113,7 +112,7 @@ def check_two_classes(data: LabeledImages) -> None:
     """A classifier needs two classes at least. With one, say what was found and what was
     probably meant, instead of training a model that scores 1.000 beside a baseline of
     1.000 (a Galaxy Zoo folder given without ``--labels`` reads as one class, "images")."""
-    if data.task not in SINGLE_LABEL_KINDS or len(data.classes) >= 2:
+    if not task_class(data.task).single_label or len(data.classes) >= 2:
         return
     found = f"one class, {data.classes[0]!r} ({len(data)} images)" if data.classes else \
         "no classes"

@@ -24,7 +24,7 @@ import numpy as np
 
 from skysort.data.sources import SPLITS, LabeledImages
 from skysort.errors import ConfigError, DataError
-from skysort.tasks import SINGLE_LABEL_KINDS
+from skysort.tasks import task_class
 
 MIN_PER_CLASS = 3
 
@@ -73,7 +73,7 @@ def split_by_hash(data: LabeledImages, fractions: Sequence[float] = (0.7, 0.15, 
         return splits
     bounds = np.array([train_f, train_f + val_f])
     codes = np.searchsorted(bounds, units, side="right")
-    if data.task in SINGLE_LABEL_KINDS and data.targets.ndim == 1:
+    if task_class(data.task).single_label and data.targets.ndim == 1:
         for index, name in enumerate(data.classes):
             members = np.flatnonzero(data.targets == index)
             if 0 < len(members) < MIN_PER_CLASS:

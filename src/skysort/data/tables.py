@@ -31,11 +31,9 @@ import numpy as np
 
 from skysort.data.images import image_suffix
 from skysort.data.sources import LabeledImages, iter_image_files
-from skysort.errors import DataError, LabelError
-from skysort.tasks import SINGLE_LABEL_KINDS, TreeSchema, galaxy_zoo_schema
+from skysort.errors import ConfigError, DataError, LabelError
+from skysort.tasks import TreeSchema, table_kind, task_class
 
-#: Single-column integer targets with at most this many values are classes, not numbers.
-MAX_CLASSES_FROM_NUMBERS = 100
 _NAN_TEXT = {"", "nan", "na", "n/a", "null", "none"}
 
 
@@ -94,7 +92,10 @@ class ImageIndex:
 
 
 def check_inside(root: Path, rel: str, where: str) -> None:
-    """Raises LabelError when ``rel`` would point outside ``root``."""
+    """Raises LabelError when ``rel`` would point outside ``root`` (or at no file at all)."""
+    if "\x00" in rel:
+        raise LabelError(f"{where}: path {rel!r} holds a NUL character, which no file name "
+                         "can hold")
     target = (root / rel).resolve()
     if os.path.isabs(rel) or not target.is_relative_to(root.resolve()):
         raise LabelError(f"{where}: path {rel!r} points outside the image folder {root}; "
@@ -128,7 +129,7 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
         targets: target columns; by default every other column.
         pattern: how an id names its file relative to ``images``, e.g. ``"{id}.jpg"`` or
             ``"train/{id}.png"``; by default ``<id>`` with any image extension.
-        task: ``auto``, or one of multiclass, binary, multilabel, fractions.
+        task: ``auto`` (:func:`skysort.tasks.table_kind` decides), or a task kind.
         schema: the decision tree of vote fractions; the Galaxy Zoo 37-column tree is
             recognised from the columns.
 
@@ -210,93 +211,19 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
 def _targets(table: Path, columns: list[str], kept: list[tuple[int, str, Path, list[str]]],
              task: str, schema: TreeSchema | None,
              ) -> tuple[str, list[str], np.ndarray, TreeSchema | None, list[LabelIssue]]:
-    """Chooses the task kind and converts target text to arrays, flagging bad values."""
+    """Chooses the task kind (unless given) and lets it read the target text; the rows
+    it cannot use become label issues."""
     texts = [r[3] for r in kept]
-    issues: list[LabelIssue] = []
-    if len(columns) == 1:
-        raw = [t[0].strip() for t in texts]
-        numeric = all(_is_number(v) for v in raw if v.lower() not in _NAN_TEXT)
-        values_set = sorted({v for v in raw if v.lower() not in _NAN_TEXT},
-                            key=(lambda v: float(v)) if numeric else str)
-        if task == "auto":
-            if numeric and not all(float(v).is_integer() for v in values_set):
-                task = "fractions"
-            elif len(values_set) == 2:
-                task = "binary"
-            elif len(values_set) <= MAX_CLASSES_FROM_NUMBERS or not numeric:
-                task = "multiclass"
-            else:
-                raise LabelError(f"{table}: column {columns[0]!r} holds {len(values_set)} "
-                                 "different numbers; skysort classifies, it does not regress")
-        if task in SINGLE_LABEL_KINDS:
-            classes = [_class_name(v) for v in values_set]
-            if task == "binary" and len(classes) != 2:
-                raise LabelError(f"{table}: a binary task needs two values in {columns[0]!r}, "
-                                 f"found {classes}")
-            position = {v: i for i, v in enumerate(values_set)}
-            targets = np.zeros(len(raw), dtype=np.int64)
-            for j, v in enumerate(raw):
-                if v.lower() in _NAN_TEXT:
-                    issues.append(LabelIssue("missing target", kept[j][0], kept[j][1],
-                                             f"{columns[0]} is empty"))
-                else:
-                    targets[j] = position[v]
-            return task, classes, targets, None, issues
-    # Numeric targets, one column per output.
-    values = np.full((len(texts), len(columns)), np.nan)
-    for j, text in enumerate(texts):
-        try:
-            values[j] = [_number(v) for v in text]
-        except ValueError:
-            issues.append(LabelIssue("missing target", kept[j][0], kept[j][1],
-                                     f"a value is not a number: {', '.join(text)}"))
     if task == "auto":
-        finite = values[np.isfinite(values)]
-        if schema is None and galaxy_zoo_schema().matches(columns):
-            schema = galaxy_zoo_schema()
-        if schema is not None or len(columns) == 1:
-            task = "fractions"
-        elif finite.size and np.isin(finite, (0.0, 1.0)).all():
-            task = "multilabel"
-        else:
-            task = "fractions"
-    if schema is not None and not schema.matches(columns):
+        task, schema = table_kind(columns, texts, schema, str(table))
+    kind = task_class(task)
+    if schema is not None and not schema.matches(columns) and not kind.single_label:
         raise LabelError(f"{table}: the target columns {columns} do not match the answers of "
                          f"schema {schema.name!r}: {schema.columns}")
-    bad_value_rows = {i.row for i in issues}
-    for j, vector in enumerate(values):
-        line, key = kept[j][0], kept[j][1]
-        if line in bad_value_rows:
-            continue
-        nan = [c for c, v in zip(columns, vector, strict=True) if not np.isfinite(v)]
-        if nan:
-            issues.append(LabelIssue("missing target", line, key, f"NaN or empty: {nan}"))
-            continue
-        if task == "multilabel":
-            out = [f"{c}={v:g}" for c, v in zip(columns, vector, strict=True) if v not in (0, 1)]
-            valid = "multilabel targets are 0 or 1"
-        else:
-            out = [f"{c}={v:g}" for c, v in zip(columns, vector, strict=True)
-                   if v < -1e-6 or v > 1 + 1e-6]
-            valid = "fractions lie in [0, 1]"
-        if out:
-            issues.append(LabelIssue("out of range", line, key, f"{', '.join(out)}; {valid}"))
-    dtype = np.float32
-    return task, list(columns), np.clip(np.nan_to_num(values), 0, 1).astype(dtype), schema, issues
-
-
-def _is_number(text: str) -> bool:
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _class_name(value: str) -> str:
-    """``"1.0"`` -> ``"1"``, so numeric class names read as written in most tables."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return str(int(number)) if number.is_integer() else value
+        parsed = kind.parse_targets(columns, texts, schema)
+    except ConfigError as exc:
+        raise LabelError(f"{table}: {exc}") from exc
+    issues = [LabelIssue(what, kept[j][0], kept[j][1], detail)
+              for j, what, detail in parsed.issues]
+    return task, parsed.classes, parsed.values, parsed.schema, issues

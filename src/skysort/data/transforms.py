@@ -46,6 +46,19 @@ REDUCING_GAP = 3.0
 
 AUGMENT_PRESETS = ("sky", "photo", "none")
 
+#: The square input sizes, in pixels, a model may be trained at: the one bound of the
+#: ``input_size`` setting (``TrainConfig``, ``--input-size``), whose top also bounds every
+#: :class:`Preprocess` (one built in code may be smaller: tests transform 16 px squares).
+INPUT_SIZES = range(32, 2049)
+
+
+def check_input_size(size: int) -> int:
+    """``size``, or a ConfigError when it lies outside :data:`INPUT_SIZES`."""
+    if size not in INPUT_SIZES:
+        raise ConfigError(f"input_size={size}: use {INPUT_SIZES[0]} to {INPUT_SIZES[-1]} "
+                          "pixels")
+    return size
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -61,8 +74,9 @@ class Preprocess:
     _shift: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.input_size < 16:
-            raise ConfigError(f"input_size {self.input_size} is too small; use at least 16")
+        if not 0 < self.input_size <= INPUT_SIZES[-1]:
+            raise ConfigError(f"input_size {self.input_size}: a preprocessing square must be "
+                              f"1 to {INPUT_SIZES[-1]} pixels")
         if not 0.1 <= self.crop_pct <= 1.0:
             raise ConfigError(f"crop_pct {self.crop_pct} must lie in [0.1, 1.0]")
         if not 0.05 <= self.center_fraction <= 1.0:

@@ -21,89 +21,47 @@ calibrated outputs of the views, which the scores were not computed from: sets w
 
 A set can be empty (no class is plausible enough: often an image unlike the training
 data) or hold several classes (the model cannot tell them apart at that coverage).
+
+This module computes the scores (:func:`conformity_scores`) and measures the sets
+(:func:`coverage_report`); the kept scores and the thresholds and sets they give are
+:class:`skysort.models.conformal.ConformalScores`, which ``model.json`` holds, so
+prediction needs nothing from here.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from skysort.errors import ConfigError
+from skysort.models.conformal import ConformalScores, in_sets
 
 #: The coverages ``evaluate`` reports.
 COVERAGES = (0.8, 0.9, 0.95)
 SCORE = "1 - p(true class), per class"
 
 
-def check_coverage(coverage: float) -> None:
-    if not 0 < coverage < 1:
-        raise ConfigError(f"coverage={coverage}: must lie strictly between 0 and 1 "
-                          "(e.g. 0.9: the true class is in the set for 90% of images)")
-
-
 def conformity_scores(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str]
-                      ) -> dict[str, Any]:
+                      ) -> ConformalScores:
     """What ``model.json`` keeps: the sorted scores of the validation images, per class."""
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(targets, dtype=np.int64)
     ok = ~np.isnan(probs).any(axis=1)
     scores = 1.0 - probs[ok, y[ok]]
-    return {"score": SCORE, "n": int(ok.sum()),
-            "scores": {c: [round(float(s), 7) for s in np.sort(scores[y[ok] == j])]
-                       for j, c in enumerate(classes)}}
+    return ConformalScores(
+        score=SCORE, n=int(ok.sum()),
+        scores={c: [round(float(s), 7) for s in np.sort(scores[y[ok] == j])]
+                for j, c in enumerate(classes)})
 
 
-def _quantile(sorted_scores: np.ndarray, coverage: float) -> float:
-    """The conformal quantile; above every score (all classes kept) when too few."""
-    n = len(sorted_scores)
-    rank = _rank(n, coverage)
-    return float(sorted_scores[rank - 1]) if 0 < rank <= n else math.inf
-
-
-def _rank(n: int, coverage: float) -> int:
-    """``ceil((n + 1) * coverage)``, not thrown off by rounding (5 * 0.8 is 4.000...01)."""
-    return math.ceil((n + 1) * coverage - 1e-9)
-
-
-def thresholds(conformal: dict[str, Any], classes: Sequence[str], coverage: float
-               ) -> np.ndarray:
-    """``q_y`` per class for ``coverage``: per class when every class has enough
-    validation images (:func:`too_rare` is empty), else one pooled threshold for all."""
-    check_coverage(coverage)
-    per_class = [np.sort(np.asarray(conformal["scores"].get(c, []), dtype=np.float64))
-                 for c in classes]
-    if too_rare(conformal, classes, coverage):
-        pooled = np.sort(np.concatenate(per_class)) if per_class else np.zeros(0)
-        return np.full(len(classes), _quantile(pooled, coverage))
-    return np.array([_quantile(s, coverage) for s in per_class])
-
-
-def too_rare(conformal: dict[str, Any], classes: Sequence[str], coverage: float) -> list[str]:
-    """The classes with too few validation images for a per-class threshold at
-    ``coverage`` (fewer than ``coverage / (1 - coverage)``)."""
-    counts = {c: len(conformal["scores"].get(c, [])) for c in classes}
-    return [c for c in classes if _rank(counts[c], coverage) > counts[c]]
-
-
-def prediction_sets(probs: np.ndarray, conformal: dict[str, Any], classes: Sequence[str],
-                    coverage: float) -> np.ndarray:
-    """``(n, k)`` booleans: which classes are in each image's set (all False for a NaN row)."""
-    return in_sets(probs, thresholds(conformal, classes, coverage))
-
-
-def in_sets(probs: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Class ``y`` is in an image's set when ``1 - p(y) <= q_y`` (NaN rows: no class)."""
-    with np.errstate(invalid="ignore"):
-        return (1.0 - np.asarray(probs, dtype=np.float64)) <= q[None, :] + 1e-12
-
-
-def set_labels(probs: np.ndarray, member: np.ndarray, classes: Sequence[str]) -> list[str]:
-    """The class names of one image's set, most probable first."""
-    order = np.flatnonzero(member)
-    return [classes[c] for c in order[np.argsort(-probs[order], kind="stable")]]
+def prediction_sets(probs: np.ndarray, conformal: ConformalScores | dict[str, Any],
+                    classes: Sequence[str], coverage: float) -> np.ndarray:
+    """``(n, k)`` booleans: which classes are in each image's set (all False for a NaN row).
+    ``conformal``: the kept scores, or ``model.json``'s ``conformal`` entry as read."""
+    if isinstance(conformal, dict):
+        conformal = ConformalScores.from_dict(conformal)
+    return in_sets(probs, conformal.thresholds(classes, coverage))
 
 
 def coverage_report(member: np.ndarray, targets: np.ndarray, classes: Sequence[str],

@@ -21,19 +21,17 @@ from skysort.errors import ConfigError, DataError
 from skysort.evaluation.plots import plot_scores
 from skysort.evaluation.report import write_report_or_say_why
 from skysort.evaluation.scoring import score_images
+from skysort.models.plan import ResolvedPlan
 from skysort.rundir import CONFIG, METRICS, SPLIT, require
 from skysort.tasks import Task
 
 
 def parse_targets(task: Task, labels: list[str], where: str) -> np.ndarray:
     """Targets from ``split.csv`` label text: a class name, or space-separated numbers."""
-    if task.single_label:
-        index = {c: i for i, c in enumerate(task.classes)}
-        unknown = sorted(set(labels) - set(index))
-        if unknown:
-            raise DataError(f"{where}: labels {unknown[:5]} are not classes of this model")
-        return np.array([index[x] for x in labels], dtype=np.int64)
-    return np.array([[float(v) for v in x.split()] for x in labels], dtype=np.float32)
+    try:
+        return task.targets_from_text(labels)
+    except ValueError as exc:
+        raise DataError(f"{where}: {exc}") from exc
 
 
 def run_split(run_dir: Path, task: Task, split: str) -> tuple[LabeledImages, str]:
@@ -45,7 +43,7 @@ def run_split(run_dir: Path, task: Task, split: str) -> tuple[LabeledImages, str
         split, chosen = "val", [r for r in rows if r["split"] == "val"]
     if not chosen:
         raise DataError(f"{run_dir / SPLIT}: no images in the {split!r} split")
-    root = Path(cfg.data_root or cfg.data or ".")
+    root = Path(ResolvedPlan.read(run_dir).data_root or cfg.data or ".")
     labeled = LabeledImages(root=root, paths=[root / r["path"] for r in chosen],
                             targets=parse_targets(task, [r["label"] for r in chosen],
                                                   str(run_dir / SPLIT)),

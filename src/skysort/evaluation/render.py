@@ -10,6 +10,7 @@ mailed to a colleague. Thumbnails are small JPEGs read through skysort's own ima
 from __future__ import annotations
 
 import base64
+import csv
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from skysort.data.images import load_image, read_or_reason
 from skysort.rundir import atomic_write
+from skysort.tasks.scores import number
 
 #: Side of a gallery thumbnail, pixels.
 THUMBNAIL = 96
@@ -48,6 +50,15 @@ def thumbnail_uri(path: str | Path, size: int = THUMBNAIL) -> str | None:
     return data_uri(buffer.getvalue(), "image/jpeg")
 
 
+def read_rows(path: Path) -> list[dict[str, str]] | None:
+    """The rows of a CSV file a page is rendered from, as strings by column; None when
+    there is no such file (a run or an inspection from before it was written)."""
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        return list(csv.DictReader(fh))
+
+
 def render(template: str, context: dict[str, Any], output: Path) -> Path:
     """Renders ``templates/<template>`` with ``context`` into ``output`` (atomically)."""
     import jinja2
@@ -57,7 +68,7 @@ def render(template: str, context: dict[str, Any], output: Path) -> Path:
                              # a run from another version may lack a key: show nothing
                              undefined=jinja2.ChainableUndefined, trim_blocks=True,
                              lstrip_blocks=True)
-    env.filters["num"] = _num
+    env.filters["num"] = number
     env.filters["pct"] = lambda v, d=1: "n/a" if _missing(v) else f"{100 * v:.{d}f}%"
     html = env.get_template(template).render(**context)
     atomic_write(output, html.encode("utf-8"))
@@ -70,10 +81,3 @@ def _missing(value: Any) -> bool:
     return value is None or isinstance(value, jinja2.Undefined) or \
         (isinstance(value, float) and value != value)
 
-
-def _num(value: Any, digits: int = 3) -> str:
-    if _missing(value):
-        return "n/a"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}f}"

@@ -13,9 +13,7 @@ so a large test split still gives a small page (621 KB measured for 2,000 images
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
-import math
 import os
 import platform
 from collections import Counter
@@ -25,9 +23,17 @@ from typing import Any
 import numpy as np
 
 from skysort._version import __version__
-from skysort.evaluation.metrics import DERIVED_CLASSES, derived_classes, headline
-from skysort.evaluation.plots import plot_history, plot_reliability, plot_risk_coverage
+from skysort.evaluation.plots import (
+    plot_fraction_agreement,
+    plot_fraction_rmse,
+    plot_fraction_scatter,
+    plot_history,
+    plot_reliability,
+    plot_risk_coverage,
+    plot_roc_pr,
+)
 from skysort.evaluation.render import figure_uri, render, thumbnail_uri
+from skysort.evaluation.render import read_rows as _read_csv
 from skysort.rundir import (
     BAD_FILES,
     CONFIG,
@@ -37,8 +43,11 @@ from skysort.rundir import (
     MODEL_JSON,
     PLAN,
     REPORT,
+    RESOLVED,
     SPLIT,
 )
+from skysort.tasks import Task, task_class, task_from_dict
+from skysort.tasks.fractions import DERIVED_CLASSES, derived_classes
 
 #: Images per gallery at most: the worst mistakes, and each derived class.
 GALLERY = 48
@@ -53,13 +62,6 @@ def report_path(metrics_path: Path) -> Path:
     if metrics_path.name == METRICS:
         return metrics_path.with_name(REPORT)
     return metrics_path.with_name(f"report_{metrics_path.stem.removeprefix('metrics_')}.html")
-
-
-def _read_csv(path: Path) -> list[dict[str, str]] | None:
-    if not path.is_file():
-        return None
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -89,26 +91,39 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
     rows = _read_csv(metrics_file.with_name(metrics_file.stem + "_predictions.csv")) or []
     config = _read_yaml(run / CONFIG)
     model = _read_json(run / MODEL_JSON) or {}
-    root = Path(metrics.get("data") or config.get("data_root") or ".")
-    name, value, base = headline(metrics)
-    kind = metrics["task"]
+    root = Path(metrics.get("data") or (_read_json(run / RESOLVED) or {}).get("data_root")
+                or config.get("data_root") or ".")  # config.yaml: a run from before resolved.json
+    task = _task(metrics, model)
+    name, value, base = task.headline(metrics)
+    sections = {"classes": lambda: _classes_section(metrics, rows, root, task),
+                "labels": lambda: _labels_section(metrics, rows),
+                "fractions": lambda: _fractions_section(metrics, rows, root, model)}
     context: dict[str, Any] = {
         "title": f"skysort report: {run.name}",
-        "run": str(run), "kind": kind, "metrics": metrics,
+        "run": str(run), "kind": task.kind, "metrics": metrics,
         "headline": {"name": name.replace("_", " "), "value": value, "baseline": base,
-                     "lower_is_better": kind == "fractions"},
+                     "lower_is_better": task.lower_is_better},
         "warnings": metrics.get("warnings", []),
         "data": _data_section(run, metrics, config),
         "training": _training_section(run),
-        "classes": _classes_section(metrics, rows, root) if kind in ("multiclass", "binary")
-        else None,
-        "labels": _labels_section(metrics, rows) if kind == "multilabel" else None,
-        "fractions": _fractions_section(metrics, rows, root, model) if kind == "fractions"
-        else None,
+        # the sections the task's kind has (Task.report_sections); the others stay empty
+        **{section: draw() if section in task.report_sections else None
+           for section, draw in sections.items()},
         "probabilities": _probability_section(metrics),
         "provenance": _provenance(run, metrics, config, model),
     }
     return render("report.html.j2", context, out)
+
+
+def _task(metrics: dict[str, Any], model: dict[str, Any]) -> Task:
+    """The task the metrics were measured for: the run's own (``model.json``), or one of
+    the metrics' kind over the classes or columns they name."""
+    saved = model.get("task")
+    if isinstance(saved, dict) and saved.get("kind") == metrics["task"]:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return task_from_dict(saved)
+    names = metrics.get("classes") or metrics.get("labels") or metrics.get("columns") or []
+    return task_class(metrics["task"]).create(list(names))
 
 
 def write_report_or_say_why(run: Path, metrics_path: Path | None = None) -> Path | None:
@@ -145,7 +160,7 @@ def _data_section(run: Path, metrics: dict[str, Any], config: dict[str, Any]
         for r in split_rows:
             counts.setdefault(r["split"], Counter())[r["label"]] += 1
     classes = sorted({c for per in counts.values() for c in per})
-    single = metrics["task"] in ("multiclass", "binary")
+    single = task_class(metrics["task"]).single_label
     bad = _read_csv(run / BAD_FILES)
     issues = _read_csv(run / LABEL_ISSUES)
     return {
@@ -188,8 +203,8 @@ def _training_section(run: Path) -> dict[str, Any] | None:
             "plan": plan}
 
 
-def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path
-                     ) -> dict[str, Any]:
+def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path,
+                     task: Task) -> dict[str, Any]:
     classes = metrics["classes"]
     k = len(classes)
     cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
@@ -197,7 +212,7 @@ def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: 
     pairs = sorted(((int(cm[i, j]), classes[i], classes[j]) for i in range(k) for j in range(k)
                     if i != j and cm[i, j]), reverse=True)[:8]
     good = [r for r in rows if not r.get("error")]
-    probs = _class_probabilities(metrics, good)
+    probs = _class_probabilities(task, good)
     truth = np.array([classes.index(r["true"]) for r in good], dtype=np.int64)
     predicted = np.array([classes.index(r["predicted"]) for r in good], dtype=np.int64)
     out: dict[str, Any] = {
@@ -207,8 +222,8 @@ def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: 
     }
     if not good:
         return out
-    which = [1] if metrics["task"] == "binary" else range(k)
-    out["curves"] = figure_uri(lambda f: _plot_roc_pr(
+    which = [classes.index(c) for c in task.output_names]  # binary: the positive class
+    out["curves"] = figure_uri(lambda f: plot_roc_pr(
         [(classes[c], truth == c, probs[:, c]) for c in which], f))
     rows_idx = np.arange(len(good))
     p_true = probs[rows_idx, truth]
@@ -228,14 +243,12 @@ def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: 
     return out
 
 
-def _class_probabilities(metrics: dict[str, Any], rows: list[dict[str, str]]) -> np.ndarray:
-    """One probability per class from the per-image rows (binary rows hold the positive's)."""
-    classes = metrics["classes"]
-    if metrics["task"] == "binary":
-        p = np.array([float(r[classes[1]]) for r in rows], dtype=np.float64)
-        return np.stack([1 - p, p], axis=1) if len(p) else np.zeros((0, 2))
-    return np.array([[float(r[c]) for c in classes] for r in rows],
-                    dtype=np.float64).reshape(-1, len(classes))
+def _class_probabilities(task: Task, rows: list[dict[str, str]]) -> np.ndarray:
+    """One probability per class from the per-image rows (which hold the task's outputs)."""
+    names = task.output_names
+    outputs = np.array([[float(r[c]) for c in names] for r in rows],
+                       dtype=np.float64).reshape(-1, len(names))
+    return task.class_probabilities(outputs)
 
 
 def _gallery(rows: list[dict[str, str]], index: np.ndarray, root: Path, classes: list[str],
@@ -249,52 +262,13 @@ def _gallery(rows: list[dict[str, str]], index: np.ndarray, root: Path, classes:
     return items
 
 
-def _plot_roc_pr(curves: list[tuple[str, np.ndarray, np.ndarray]], file: Any) -> Any:
-    """ROC and precision-recall curves of ``(name, is_positive, score)`` per class or label
-    (one against the rest), with chance and prevalence marked."""
-    from sklearn.metrics import auc, precision_recall_curve, roc_curve
-
-    from skysort.evaluation.plots import pyplot
-
-    plt = pyplot()
-    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
-    for name, y, score in curves:
-        if y.all() or not y.any():
-            continue
-        fpr, tpr, _ = roc_curve(y, score)
-        precision, recall, _ = precision_recall_curve(y, score)
-        roc.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
-        pr.plot(recall, precision, label=f"{name} (prevalence {y.mean():.2f})")
-        pr.axhline(y.mean(), color=roc.lines[-1].get_color(), linestyle=":", linewidth=0.8)
-    roc.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance (AUC 0.5)")
-    roc.set_xlabel("false positive rate")
-    roc.set_ylabel("true positive rate")
-    roc.set_title("ROC (each against the rest)")
-    pr.set_xlabel("recall (completeness)")
-    pr.set_ylabel("precision (purity)")
-    pr.set_title("precision-recall (dotted: prevalence)")
-    for ax in (roc, pr):
-        ax.legend(fontsize=7)
-    return _finish(fig, file, 80)
-
-
-def _finish(fig: Any, file: Any, dpi: int = 80) -> Any:
-    """Lays out, saves (PNG) and closes a figure; returns where it went."""
-    from skysort.evaluation.plots import pyplot
-
-    fig.tight_layout()
-    fig.savefig(file, dpi=dpi, format="png")
-    pyplot().close(fig)
-    return file
-
-
 def _labels_section(metrics: dict[str, Any], rows: list[dict[str, str]]) -> dict[str, Any]:
     labels = metrics["labels"]
     good = [r for r in rows if not r.get("error")]
     curves = [(c, np.array([float(r[f"true_{c}"]) > 0.5 for r in good]),
                np.array([float(r[c]) for r in good])) for c in labels] if good else []
     return {"per_label": metrics["per_label"], "macro": metrics["model"]["macro_roc_auc"],
-            "curves": figure_uri(lambda f: _plot_roc_pr(curves, f)) if curves else None}
+            "curves": figure_uri(lambda f: plot_roc_pr(curves, f)) if curves else None}
 
 
 def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path,
@@ -307,10 +281,10 @@ def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root
     out: dict[str, Any] = {
         "per_column": metrics["per_column"], "per_question": metrics.get("per_question", {}),
         "derived": metrics.get("derived_classes", {}),
-        "bars": figure_uri(lambda f: _plot_rmse(metrics, f)),
-        "scatter": figure_uri(lambda f: _plot_scatter(true, pred, columns, f)) if len(good)
+        "bars": figure_uri(lambda f: plot_fraction_rmse(metrics, f)),
+        "scatter": figure_uri(lambda f: plot_fraction_scatter(true, pred, columns, f)) if len(good)
         else None,
-        "agreement": figure_uri(lambda f: _plot_agreement(true, pred, f)) if len(good)
+        "agreement": figure_uri(lambda f: plot_fraction_agreement(true, pred, f)) if len(good)
         else None,
         "derived_gallery": [],
     }
@@ -327,60 +301,6 @@ def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root
                            "true": DERIVED_CLASSES[int(truth[i])], "predicted": name,
                            "probability": float(pred[i].max())} for i in index]})
     return out
-
-
-def _plot_rmse(metrics: dict[str, Any], file: Any) -> Any:
-    from skysort.evaluation.plots import pyplot
-
-    plt = pyplot()
-    names = list(metrics["per_column"])
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names) + 2), 3.6))
-    x = np.arange(len(names))
-    ax.bar(x - 0.2, [metrics["per_column"][c]["rmse"] for c in names], 0.4, label="model")
-    ax.bar(x + 0.2, [metrics["per_column"][c]["baseline_rmse"] for c in names], 0.4,
-           label="mean predictor", color="lightgrey")
-    ax.set_xticks(x, names, rotation=90, fontsize=7)
-    ax.set_ylabel("RMSE")
-    ax.legend(fontsize=8)
-    return _finish(fig, file, 80)
-
-
-def _plot_scatter(true: np.ndarray, pred: np.ndarray, columns: list[str], file: Any) -> Any:
-    from skysort.evaluation.plots import pyplot
-
-    plt = pyplot()
-    n = len(columns)
-    cols = min(6, n)
-    lines = math.ceil(n / cols)
-    fig, axes = plt.subplots(lines, cols, figsize=(1.9 * cols, 1.9 * lines), squeeze=False)
-    keep = np.random.default_rng(0).permutation(len(true))[:2000]  # bounded points
-    for j, ax in enumerate(axes.flat):
-        if j >= n:
-            ax.axis("off")
-            continue
-        ax.scatter(true[keep, j], pred[keep, j], s=2, alpha=0.4)
-        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.6)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_title(columns[j], fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.supxlabel("true fraction", fontsize=8)
-    fig.supylabel("predicted", fontsize=8)
-    return _finish(fig, file, 70)
-
-
-def _plot_agreement(true: np.ndarray, pred: np.ndarray, file: Any) -> Any:
-    from skysort.evaluation.plots import pyplot
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    bins = np.linspace(0, 1, 21)
-    ax.hist(true.max(axis=1), bins=bins, alpha=0.6, label="volunteers (true)")
-    ax.hist(pred.max(axis=1), bins=bins, alpha=0.6, label="model")
-    ax.set_xlabel("agreement: the largest fraction of any answer")
-    ax.set_ylabel("images")
-    ax.legend(fontsize=8)
-    return _finish(fig, file, 80)
 
 
 def _probability_section(metrics: dict[str, Any]) -> dict[str, Any] | None:

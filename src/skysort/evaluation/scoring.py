@@ -18,8 +18,8 @@ import numpy as np
 
 from skysort.data.sources import LabeledImages, first_occurrences
 from skysort.evaluation.calibration import calibration_report, risk_coverage
-from skysort.evaluation.conformal import COVERAGES, coverage_report, prediction_sets, too_rare
-from skysort.evaluation.metrics import task_metrics, write_metrics
+from skysort.evaluation.conformal import COVERAGES, coverage_report, prediction_sets
+from skysort.evaluation.metrics import write_metrics
 from skysort.models.info import ModelInfo
 from skysort.models.runners import model_outputs
 from skysort.tasks import Task
@@ -58,12 +58,12 @@ def score_images(model: SkyModel, info: ModelInfo, labeled: LabeledImages, outpu
     if len(keep) < len(labeled):
         labeled = labeled.subset(keep)
     both, bad = model_outputs(model, info, labeled.paths, cache_dir=cache_dir,
-                              workers=workers, device=device, tta=tta, kind="both")
+                              workers=workers, device=device, tta=tta, which="both")
     k = info.task.num_outputs
     outputs, uncalibrated = both[:, :k], both[:, k:]
     good = np.array([i for i in range(len(labeled)) if i not in bad], dtype=np.int64)
-    metrics = task_metrics(info.task, labeled.targets[good], outputs[good], threshold=threshold,
-                           derived_thresholds=derived_thresholds)
+    metrics = info.task.metrics(labeled.targets[good], outputs[good], threshold=threshold,
+                                derived_thresholds=derived_thresholds)
     metrics.update(probability_metrics(info, labeled.targets[good], outputs[good],
                                        uncalibrated[good], threshold))
     metrics["warnings"] += metrics.get("calibration", {}).get("warnings", []) + list(warnings)
@@ -84,7 +84,7 @@ def probability_metrics(info: ModelInfo, targets: np.ndarray, outputs: np.ndarra
     most confident images) and ``prediction_sets`` (coverage and set sizes at
     :data:`~skysort.evaluation.conformal.COVERAGES`). Vote fractions have none of these."""
     task = info.task
-    if task.kind == "fractions":
+    if not task.probabilities:
         return {}
     out: dict[str, Any] = {"calibration": calibration_report(task, targets, outputs,
                                                              uncalibrated, info.calibration)}
@@ -94,13 +94,14 @@ def probability_metrics(info: ModelInfo, targets: np.ndarray, outputs: np.ndarra
     predicted = task.predicted_class(outputs, threshold)
     rows = np.arange(len(probs))
     out["risk_coverage"] = risk_coverage(probs[rows, predicted], predicted == targets)
-    if info.conformal:
+    if info.conformal is not None:
+        kept = info.conformal
         out["prediction_sets"] = {
-            "score": info.conformal.get("score", ""), "fitted_on": info.conformal.get("n", 0),
+            "score": kept.score, "fitted_on": kept.n,
             "by_coverage": {f"{c:g}": {
-                **coverage_report(prediction_sets(probs, info.conformal, task.classes, c),
+                **coverage_report(prediction_sets(probs, kept, task.classes, c),
                                   targets, task.classes, c),
-                **_mode(too_rare(info.conformal, task.classes, c))} for c in COVERAGES}}
+                **_mode(kept.too_rare(task.classes, c))} for c in COVERAGES}}
     return out
 
 
@@ -112,21 +113,10 @@ def _mode(rare: list[str]) -> dict[str, Any]:
 def write_image_rows(path: Path, labeled: LabeledImages, outputs: np.ndarray,
                      bad: dict[int, str], task: Task, threshold: float = 0.5) -> None:
     """One row per evaluated image: path, truth, prediction, outputs, error."""
-    names = task.output_names
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.writer(fh)
-        single = task.single_label
-        head = ["path", "true", "predicted"] if single else ["path"]
-        writer.writerow([*head, *names, *([] if single else [f"true_{c}" for c in names]),
-                         "error"])
+        writer.writerow(["path", *task.image_row_fields(), "error"])
         for i, p in enumerate(labeled.paths):
-            rel = labeled.relpath(p)
-            values = ["" if i in bad else f"{v:.8f}" for v in outputs[i]]
-            if single:
-                truth = task.classes[int(labeled.targets[i])]
-                pred = "" if i in bad else \
-                    task.classes[int(task.predicted_class(outputs[i:i + 1], threshold)[0])]
-                writer.writerow([rel, truth, pred, *values, bad.get(i, "")])
-            else:
-                writer.writerow([rel, *values, *(f"{v:.8f}" for v in labeled.targets[i]),
-                                 bad.get(i, "")])
+            values = task.image_row_values(labeled.targets[i], None if i in bad else outputs[i],
+                                           threshold)
+            writer.writerow([labeled.relpath(p), *values, bad.get(i, "")])

@@ -59,7 +59,7 @@ class DuplicatePair:
 
     i: int
     j: int
-    kind: str  # "exact" or "near"
+    match: str  # "exact" or "near"
     cosine: float
     hamming: int
     structure: float
@@ -70,7 +70,7 @@ class DuplicateGroup:
     """Images that are copies of one another (through pairs), in index order."""
 
     members: list[int]
-    kind: str  # "exact" when every pair is, else "near"
+    match: str  # "exact" when every pair is, else "near"
     splits: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
 
@@ -249,14 +249,14 @@ def group_pairs(pairs: Sequence[DuplicatePair], n: int, splits: Sequence[str] | 
     j = np.array([p.j for p in pairs])
     graph = coo_matrix((np.ones(len(pairs)), (i, j)), shape=(n, n))
     _, component = connected_components(graph, directed=False)
-    near = {int(component[p.i]) for p in pairs if p.kind == "near"}
+    near = {int(component[p.i]) for p in pairs if p.match == "near"}
     members: dict[int, list[int]] = {}
     for index in sorted(set(i.tolist()) | set(j.tolist())):
         members.setdefault(int(component[index]), []).append(index)
     groups = []
     for label, group in members.items():
         groups.append(DuplicateGroup(
-            members=group, kind="near" if label in near else "exact",
+            members=group, match="near" if label in near else "exact",
             splits=[splits[m] for m in group] if splits is not None else [],
             labels=[labels[m] for m in group] if labels is not None else []))
     return sorted(groups, key=lambda g: g.members[0])

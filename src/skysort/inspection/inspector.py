@@ -20,7 +20,6 @@ later ``train`` computes nothing twice), fingerprints every file, and writes to 
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from skysort.config import TrainConfig, choose_input_size, finetune_plan, pixel_cache
+from skysort.config import TrainConfig
 from skysort.data.dataset import choose_task_kind, open_dataset
 from skysort.data.sources import LabeledImages
 from skysort.data.split import describe_target, split_by_hash
@@ -47,21 +46,31 @@ from skysort.inspection.label_errors import (
 )
 from skysort.inspection.leakage import apply_split_groups
 from skysort.inspection.oddities import embedding_map, oddity_scores
-from skysort.inspection.similar import SimilarityIndex
+from skysort.inspection.page import write_inspect_page
+from skysort.inspection.similarity_index import SimilarityIndex
 from skysort.inspection.votes import agreement, derived_galaxy_zoo, tree_violations
-from skysort.tasks import SINGLE_LABEL_KINDS
-
-SUMMARY = "summary.json"
-IMAGES = "images.csv"
-DUPLICATES = "duplicates.csv"
-PAIRS = "duplicate_pairs.csv"
-LABEL_ERRORS = "suspected_label_errors.csv"
-ODDITIES = "oddities.csv"
-VIOLATIONS = "tree_violations.csv"
-BAD_FILES = "bad_files.csv"
-LABEL_ISSUES = "label_issues.csv"
-SIMILAR_DIR = "similar"
-PAGE = "inspect.html"
+from skysort.inspection.writers import (
+    write_groups,
+    write_images,
+    write_label_errors,
+    write_oddities,
+    write_pairs,
+    write_rows,
+)
+from skysort.models.plan import choose_input_size, pixel_cache, resolve_finetune
+from skysort.rundir import (
+    BAD_FILES,
+    DUPLICATE_PAIRS,
+    DUPLICATES,
+    INSPECT_IMAGES,
+    INSPECT_SUMMARY,
+    LABEL_ERRORS,
+    LABEL_ISSUES,
+    ODDITIES,
+    SIMILAR_DIR,
+    TREE_VIOLATIONS,
+)
+from skysort.tasks import task_class
 
 
 @dataclass
@@ -81,7 +90,7 @@ def _read_data(data: str | Path | LabeledImages | None, cfg: TrainConfig) -> Lab
     return open_dataset(cfg.data_spec())
 
 
-def _split(dataset: LabeledImages, cfg: TrainConfig) -> tuple[list[str], str]:
+def training_split(dataset: LabeledImages, cfg: TrainConfig) -> tuple[list[str], str]:
     """The split training would make, and how it was made (or why there is none)."""
     try:
         splits = split_by_hash(dataset, cfg.split, cfg.seed)
@@ -117,9 +126,9 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
     dataset = _read_data(data, cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    splits, split_rule = _split(dataset, cfg)
+    splits, split_rule = training_split(dataset, cfg)
 
-    for stale in (LABEL_ERRORS, VIOLATIONS, SIMILAR_DIR):  # outputs of an earlier run
+    for stale in (LABEL_ERRORS, TREE_VIOLATIONS, SIMILAR_DIR):  # outputs of an earlier run
         if (out / stale).is_dir():
             shutil.rmtree(out / stale)
         else:
@@ -133,10 +142,10 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
         prints.info[i] = {}
     valid = np.array([i not in bad for i in range(len(dataset))])
     labels = [describe_target(dataset, i) for i in range(len(dataset))]
-    single = dataset.task in SINGLE_LABEL_KINDS and dataset.targets.ndim == 1
+    single = task_class(dataset.task).single_label and dataset.targets.ndim == 1
 
     pairs, groups = find_duplicates(prints, features, splits=splits,
-                                    labels=labels if dataset.task != "fractions" else None)
+                                    labels=None if task_class(dataset.task).votes else labels)
     # the split training would make: with split_groups=duplicates, copies kept together
     splits, _ = apply_split_groups(cfg.split_groups, dataset, groups, splits, say=False)
     for group in groups:
@@ -149,21 +158,21 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
     map_method = "none"
     if valid.sum() >= 3:
         coords[valid], map_method = embedding_map(features[valid], cfg.seed)
-    fractions = _fractions(dataset, valid) if dataset.task == "fractions" else None
+    fractions = _fractions(dataset, valid) if task_class(dataset.task).votes else None
 
     rel = [dataset.relpath(p) for p in dataset.paths]
-    _write_images(out / IMAGES, dataset, rel, splits, labels, prints, oddity, errors, coords,
-                  groups, fractions)
-    _write_groups(out / DUPLICATES, groups, rel)
-    _write_pairs(out / PAIRS, pairs, rel)
+    write_images(out / INSPECT_IMAGES, dataset, rel, splits, labels, prints, oddity, errors,
+                 coords, groups, fractions)
+    write_groups(out / DUPLICATES, groups, rel)
+    write_pairs(out / DUPLICATE_PAIRS, pairs, rel)
     if errors is not None:
-        _write_label_errors(out / LABEL_ERRORS, errors, dataset, rel, splits)
-    _write_oddities(out / ODDITIES, oddity, rel, labels, splits)
+        write_label_errors(out / LABEL_ERRORS, errors, dataset, rel, splits)
+    write_oddities(out / ODDITIES, oddity, rel, labels, splits)
     if fractions is not None:
-        _write_rows(out / VIOLATIONS, fractions["violations"],
-                    ["path", "question", "parent", "answers_sum", "expected", "gap"])
-    _write_rows(out / BAD_FILES, [{"path": rel[i], "reason": why}
-                                  for i, why in sorted(bad.items())], ["path", "reason"])
+        write_rows(out / TREE_VIOLATIONS, fractions["violations"],
+                   ["path", "question", "parent", "answers_sum", "expected", "gap"])
+    write_rows(out / BAD_FILES, [{"path": rel[i], "reason": why}
+                                 for i, why in sorted(bad.items())], ["path", "reason"])
     write_label_issues(out / LABEL_ISSUES, dataset.issues)
     index = SimilarityIndex.build(features[valid], [str(dataset.paths[i]) for i in
                                                     np.flatnonzero(valid)],
@@ -177,13 +186,9 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
                        errors, errors_note, oddity, rel, map_method, fractions,
                        meta["embedding_key"], meta["backbone"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False,
-                                          default=_jsonable), encoding="utf-8")
-    written = None
-    if page:
-        from skysort.inspection.page import write_inspect_page
-
-        written = write_inspect_page(out)
+    (out / INSPECT_SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False,
+                                                  default=_jsonable), encoding="utf-8")
+    written = write_inspect_page(out) if page else None
     return InspectResult(out=out, summary=summary, page=written)
 
 
@@ -194,8 +199,9 @@ def embed_dataset(cfg: TrainConfig, dataset: LabeledImages, n_train: int
     as :func:`embed_like` returns them. Sets ``cfg.input_size``."""
     from skysort.models.backbones import native_input_size
 
-    mode, _ = finetune_plan(cfg.finetune, n_train)
-    cfg.input_size = choose_input_size(cfg, dataset, native_input_size(cfg.backbone), mode)
+    mode, _ = resolve_finetune(cfg.finetune, n_train)
+    cfg.input_size = choose_input_size(cfg.input_size, cfg.center_fraction, dataset.paths,
+                                       native_input_size(cfg.backbone), mode)
     return embed_like(dataset.paths, cfg.backbone, cfg.weights, cfg.input_size,
                       cfg.center_fraction, cfg.cache_dir, cfg.workers, device=cfg.device,
                       pixels_for=cfg if mode != "head" else None)
@@ -217,7 +223,8 @@ def embed_like(paths: Sequence[Path], backbone_name: str, weights: str, input_si
     backbone = create_backbone(backbone_name, weights, input_size, center_fraction)
     key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
     hashes = [content_hash(p) for p in paths]
-    pixels = pixel_cache(pixels_for, backbone.preprocess, len(paths)) \
+    pixels = pixel_cache(pixels_for.cache_dir, pixels_for.cache_max_gb, backbone.preprocess,
+                         len(paths)) \
         if pixels_for is not None else None
     features, bad = cached_embeddings(backbone.model, backbone.preprocess, key, list(paths),
                                       cache_dir=cache_dir, pixel_cache=pixels,
@@ -272,89 +279,6 @@ def _fractions(dataset: LabeledImages, valid: np.ndarray) -> dict[str, Any]:
             "violations": violations, "derived": derived_galaxy_zoo(values, columns)}
 
 
-def _write_rows(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                             for k, v in row.items()})
-
-
-def _write_images(path: Path, dataset: LabeledImages, rel: list[str], splits: list[str],
-                  labels: list[str], prints: Fingerprints, oddity: np.ndarray,
-                  errors: LabelErrors | None, coords: np.ndarray, groups: list[DuplicateGroup],
-                  fractions: dict[str, Any] | None) -> None:
-    group_of = {m: g for g, group in enumerate(groups, 1) for m in group.members}
-    derived = (fractions or {}).get("derived") or {}
-    fields = ["path", "split", "label", "format", "mode", "bits", "width", "height", "mean",
-              "std", "oddity", "label_score", "suspected", "suggested", "map_x", "map_y",
-              "group", *[f"derived_{t}" for t in derived]]
-    rows = []
-    for i in range(len(dataset)):
-        info = prints.info[i]
-        row: dict[str, Any] = {"path": rel[i], "split": splits[i], "label": labels[i],
-                               **{k: info.get(k, "") for k in ("format", "mode", "bits",
-                                                               "width", "height", "mean",
-                                                               "std")},
-                               "oddity": oddity[i], "map_x": coords[i, 0],
-                               "map_y": coords[i, 1], "group": group_of.get(i, "")}
-        if errors is not None:
-            row["label_score"] = errors.score[i]
-            row["suspected"] = int(errors.suspected[i])
-            row["suggested"] = dataset.classes[errors.suggested[i]] \
-                if errors.suggested[i] >= 0 else ""
-        for t, names in derived.items():
-            row[f"derived_{t}"] = names[i]
-        rows.append({k: ("" if isinstance(v, float) and np.isnan(v) else v)
-                     for k, v in row.items()})
-    _write_rows(path, rows, fields)
-
-
-def _write_groups(path: Path, groups: list[DuplicateGroup], rel: list[str]) -> None:
-    rows = []
-    for g, group in enumerate(groups, 1):
-        for k, m in enumerate(group.members):
-            rows.append({"group": g, "kind": group.kind, "path": rel[m],
-                         "split": group.splits[k] if group.splits else "",
-                         "label": group.labels[k] if group.labels else "",
-                         "spans_splits": int(group.spans_splits),
-                         "spans_labels": int(group.spans_labels)})
-    _write_rows(path, rows, ["group", "kind", "path", "split", "label", "spans_splits",
-                             "spans_labels"])
-
-
-def _write_pairs(path: Path, pairs: list[DuplicatePair], rel: list[str]) -> None:
-    _write_rows(path, [{"path_a": rel[p.i], "path_b": rel[p.j], "kind": p.kind,
-                        "cosine": p.cosine, "hash_bits": p.hamming, "structure": p.structure}
-                       for p in pairs],
-                ["path_a", "path_b", "kind", "cosine", "hash_bits", "structure"])
-
-
-def _write_label_errors(path: Path, errors: LabelErrors, dataset: LabeledImages,
-                        rel: list[str], splits: list[str]) -> None:
-    rows = []
-    for i in errors.ranking():
-        given, suggested = int(dataset.targets[i]), int(errors.suggested[i])
-        rows.append({"path": rel[i], "given_label": dataset.classes[given],
-                     "suggested_label": dataset.classes[suggested],
-                     "score": float(errors.score[i]),
-                     "p_given": float(errors.probabilities[i, given]),
-                     "p_suggested": float(errors.probabilities[i, suggested]),
-                     "split": splits[i]})
-    _write_rows(path, rows, ["path", "given_label", "suggested_label", "score", "p_given",
-                             "p_suggested", "split"])
-
-
-def _write_oddities(path: Path, oddity: np.ndarray, rel: list[str], labels: list[str],
-                    splits: list[str]) -> None:
-    order = [int(i) for i in np.argsort(-np.nan_to_num(oddity, nan=-1.0), kind="stable")
-             if not np.isnan(oddity[i])]
-    _write_rows(path, [{"rank": r, "path": rel[i], "label": labels[i], "split": splits[i],
-                        "score": float(oddity[i])} for r, i in enumerate(order, 1)],
-                ["rank", "path", "label", "split", "score"])
-
-
 def _summary(dataset: LabeledImages, cfg: TrainConfig, splits: list[str], split_rule: str,
              labels: list[str], prints: Fingerprints, bad: dict[int, str],
              groups: list[DuplicateGroup], pairs: list[DuplicatePair],
@@ -363,7 +287,7 @@ def _summary(dataset: LabeledImages, cfg: TrainConfig, splits: list[str], split_
              backbone: str) -> dict[str, Any]:
     readable = [i for i in range(len(dataset)) if i not in bad]
     per_split: dict[str, dict[str, int]] = {}
-    single = dataset.task in SINGLE_LABEL_KINDS and dataset.targets.ndim == 1
+    single = task_class(dataset.task).single_label and dataset.targets.ndim == 1
     if single:
         for i in readable:
             per_split.setdefault(dataset.classes[int(dataset.targets[i])], Counter())[splits[i]] \
@@ -392,8 +316,8 @@ def _summary(dataset: LabeledImages, cfg: TrainConfig, splits: list[str], split_
                          "summary": summarize_issues(dataset.issues)},
         "duplicates": {
             "groups": len(groups), "pairs": len(pairs),
-            "exact_groups": sum(g.kind == "exact" for g in groups),
-            "near_groups": sum(g.kind == "near" for g in groups),
+            "exact_groups": sum(g.match == "exact" for g in groups),
+            "near_groups": sum(g.match == "near" for g in groups),
             "images_in_groups": sum(len(g.members) for g in groups),
             "groups_across_splits": sum(g.spans_splits for g in groups),
             "groups_across_labels": sum(g.spans_labels for g in groups),

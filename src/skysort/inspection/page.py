@@ -8,7 +8,6 @@ fetched. Galleries are capped, so a large data set still gives a page of a few h
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +15,27 @@ from typing import Any
 
 import numpy as np
 
+from skysort.data.images import load_image, read_or_reason
 from skysort.errors import RunError
-from skysort.evaluation.plots import pyplot
-from skysort.evaluation.render import figure_uri, render, thumbnail_uri
+from skysort.evaluation.plots import (
+    plot_class_counts,
+    plot_embedding_map,
+    plot_image_sizes,
+    plot_vote_agreement,
+)
+from skysort.evaluation.render import figure_uri, read_rows, render, thumbnail_uri
+from skysort.inspection.oddities import spread_points
+from skysort.rundir import (
+    BAD_FILES,
+    DUPLICATES,
+    INSPECT_IMAGES,
+    INSPECT_PAGE,
+    INSPECT_SUMMARY,
+    LABEL_ERRORS,
+    LABEL_ISSUES,
+    ODDITIES,
+    TREE_VIOLATIONS,
+)
 
 #: Images per gallery at most; duplicate groups shown at most.
 GALLERY = 48
@@ -29,26 +46,17 @@ MAP_THUMBNAILS = 16
 FIRST_ROWS = 20
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        return list(csv.DictReader(fh))
-
-
 def write_inspect_page(out: str | Path, output: str | Path | None = None) -> Path:
     """Renders ``out/inspect.html`` (or ``output``) from the files of an inspection."""
-    from skysort.inspection import inspector as names
-
     out = Path(out)
     try:
-        summary = json.loads((out / names.SUMMARY).read_text(encoding="utf-8"))
+        summary = json.loads((out / INSPECT_SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise RunError(f"{out}: no readable {names.SUMMARY} ({exc}); run skysort inspect "
+        raise RunError(f"{out}: no readable {INSPECT_SUMMARY} ({exc}); run skysort inspect "
                        "first") from exc
     root = Path(summary["data"])
     root = root if root.is_dir() else root.parent
-    images = _rows(out / names.IMAGES)
+    images = read_rows(out / INSPECT_IMAGES) or []
     by_path = {row["path"]: row for row in images}
 
     def item(path: str, caption: str) -> dict[str, Any]:
@@ -56,32 +64,32 @@ def write_inspect_page(out: str | Path, output: str | Path | None = None) -> Pat
         return {"path": path, "uri": thumbnail_uri(root / path), "caption": caption,
                 "label": row.get("label", ""), "split": row.get("split", "")}
 
-    groups = _group_rows(_rows(out / names.DUPLICATES))
+    groups = _group_rows(read_rows(out / DUPLICATES) or [])
     shown_groups = sorted(groups, key=lambda g: (-int(g["spans_splits"]),
                                                  -int(g["spans_labels"]), g["id"]))[:GROUPS]
     for group in shown_groups:
         group["items"] = [item(m["path"], f"{m['split']} · {m['label']}") for m in
                           group["members"][:8]]
-    suspects = _rows(out / names.LABEL_ERRORS)
-    odd = _rows(out / names.ODDITIES)
+    suspects = read_rows(out / LABEL_ERRORS) or []
+    odd = read_rows(out / ODDITIES) or []
     context: dict[str, Any] = {
         "title": f"skysort inspect: {root.name or root}",
         "summary": summary,
-        "class_plot": figure_uri(lambda buf: _plot_classes(summary, buf)),
-        "size_plot": figure_uri(lambda buf: _plot_sizes(summary, buf)),
-        "bad": _rows(out / names.BAD_FILES)[:FIRST_ROWS],
-        "issues": _rows(out / names.LABEL_ISSUES)[:FIRST_ROWS],
+        "class_plot": figure_uri(lambda buf: plot_class_counts(summary.get("per_class") or {},
+                                                               buf)),
+        "size_plot": figure_uri(lambda buf: plot_image_sizes(summary.get("sizes") or {}, buf)),
+        "bad": (read_rows(out / BAD_FILES) or [])[:FIRST_ROWS],
+        "issues": (read_rows(out / LABEL_ISSUES) or [])[:FIRST_ROWS],
         "groups": shown_groups,
         "suspects": [item(r["path"], "") | {
             "given": r["given_label"], "suggested": r["suggested_label"],
             "score": float(r["score"])} for r in suspects[:GALLERY]],
         "oddities": [item(r["path"], f"#{r['rank']} · {float(r['score']):.3f}")
                      for r in odd[:GALLERY // 2]],
-        "map": figure_uri(lambda buf: _plot_map(images, root, summary.get("map", ""),
-                                                bool(summary.get("per_class")), buf)),
+        "map": _map(images, root, summary.get("map", ""), bool(summary.get("per_class"))),
         "fractions": _fractions(summary, out, images, item),
     }
-    return render("inspect.html.j2", context, Path(output) if output else out / names.PAGE)
+    return render("inspect.html.j2", context, Path(output) if output else out / INSPECT_PAGE)
 
 
 def _group_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -97,8 +105,6 @@ def _group_rows(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 def _fractions(summary: dict[str, Any], out: Path, images: list[dict[str, str]],
                item: Callable[..., dict[str, Any]]) -> dict[str, Any] | None:
-    from skysort.inspection import inspector as names
-
     info = summary.get("fractions")
     if not info:
         return None
@@ -110,104 +116,24 @@ def _fractions(summary: dict[str, Any], out: Path, images: list[dict[str, str]],
             galleries.append({"threshold": threshold, "name": name, "count": len(paths),
                               "images": [item(p, name) for p in paths[:8]]})
     return {"agreement": info["agreement"], "derived": info["derived"],
-            "violations": _rows(out / names.VIOLATIONS)[:FIRST_ROWS],
+            "violations": (read_rows(out / TREE_VIOLATIONS) or [])[:FIRST_ROWS],
             "violation_count": info["violations"],
-            "boxes": figure_uri(lambda buf: _plot_agreement(info["agreement"], buf)),
+            "boxes": figure_uri(lambda buf: plot_vote_agreement(info["agreement"], buf)),
             "galleries": galleries}
 
 
-def _plot_classes(summary: dict[str, Any], buffer: Any) -> Any:
-    per_class = summary.get("per_class") or {}
-    if not per_class:
-        return None
-    plt = pyplot()
-    classes = list(per_class)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(classes) + 2), 3.2))
-    bottom = np.zeros(len(classes))
-    for split, colour in (("train", "#3d6fb6"), ("val", "#e69f00"), ("test", "#11753a")):
-        values = np.array([per_class[c].get(split, 0) for c in classes], dtype=float)
-        ax.bar(classes, values, bottom=bottom, label=split, color=colour)
-        bottom += values
-    ax.set_ylabel("images")
-    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return buffer
-
-
-def _plot_sizes(summary: dict[str, Any], buffer: Any) -> Any:
-    sizes = summary.get("sizes") or {}
-    if not sizes.get("width"):
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.0))
-    ax.hist([sizes["width"], sizes["height"]], bins=30, label=["width", "height"],
-            color=["#3d6fb6", "#e69f00"])
-    ax.set_xlabel("pixels")
-    ax.set_ylabel("images")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return buffer
-
-
-def _plot_map(images: list[dict[str, str]], root: Path, method: str, by_class: bool,
-              buffer: Any) -> Any:
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
-    from skysort.data.images import load_image, read_or_reason
-    from skysort.inspection.oddities import spread_points
-
+def _map(images: list[dict[str, str]], root: Path, method: str, by_class: bool) -> str | None:
+    """The map of the embeddings (the positions ``images.csv`` holds), with thumbnails of
+    images spread over it; None with fewer than three placed images."""
     rows = [r for r in images if r.get("map_x") not in ("", None)]
     if len(rows) < 3:
         return None
-    plt = pyplot()
     xy = np.array([[float(r["map_x"]), float(r["map_y"])] for r in rows])
-    labels = [r["label"] for r in rows]
-    names = sorted(set(labels))
-    fig, ax = plt.subplots(figsize=(8, 6.2))
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    if by_class and len(names) <= 20:
-        for k, name in enumerate(names):
-            mask = np.array([label == name for label in labels])
-            ax.scatter(xy[mask, 0], xy[mask, 1], s=9, color=cmap(k % cmap.N), label=name,
-                       alpha=0.8)
-        ax.legend(frameon=False, fontsize=8, markerscale=2, loc="best")
-    else:  # vote fractions, multi-label rows, many classes: one colour
-        ax.scatter(xy[:, 0], xy[:, 1], s=9, color="#3d6fb6", alpha=0.7)
+    thumbnails = []
     for i in spread_points(xy, MAP_THUMBNAILS):
         image, _ = read_or_reason(load_image, root / rows[i]["path"])
-        if image is None:
-            continue
-        image.thumbnail((40, 40))
-        box = AnnotationBbox(OffsetImage(np.asarray(image), zoom=0.8), xy[i], frameon=True,
-                             pad=0.1)
-        ax.add_artist(box)
-    ax.set_title(f"{method} map of the embeddings", fontsize=10)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer
-
-
-def _plot_agreement(rows: list[dict[str, Any]], buffer: Any) -> Any:
-    stats = [{"label": r["answer"], "whislo": r["whislo"], "q1": r["q1"], "med": r["med"],
-              "q3": r["q3"], "whishi": r["whishi"], "fliers": []} for r in rows if "med" in r]
-    if not stats:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(stats) + 2), 3.6), layout="constrained")
-    ax.bxp(stats, showfliers=False)
-    for level in (0.6, 0.8, 0.9):
-        ax.axhline(level, color="#b3261e", lw=0.6, ls=":")
-    ax.set_ylabel("share of the question's votes")
-    ax.set_ylim(0, 1)
-    ax.tick_params(axis="x", rotation=60, labelsize=8)
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return buffer
+        if image is not None:
+            image.thumbnail((40, 40))
+            thumbnails.append((i, np.asarray(image)))
+    return figure_uri(lambda buf: plot_embedding_map(xy, [r["label"] for r in rows], thumbnails,
+                                                     method, by_class, buf))

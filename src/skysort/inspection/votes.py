@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from skysort.evaluation.metrics import DERIVED_CLASSES, GALAXY_ZOO_RULES_COLUMNS, derived_classes
+from skysort.tasks.fractions import DERIVED_CLASSES, GALAXY_ZOO_RULES_COLUMNS, derived_classes
 
 #: Agreement levels counted per answer.
 AGREEMENT_LEVELS = (0.6, 0.8, 0.9)

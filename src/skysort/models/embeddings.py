@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from skysort.data.images import file_digest
 from skysort.data.loader import image_loader
 from skysort.data.transforms import Preprocess, create_transform
+from skysort.models.streaming import OnnxWorkerModel, iter_outputs, torch_runner
 
 #: Bumped when the way embeddings are computed changes, to retire old cache entries.
 EMBEDDING_VERSION = 1
@@ -88,20 +89,6 @@ class EmbeddingCache:
         self._db.close()
 
 
-def torch_runner(model: torch.nn.Module, device: torch.device | str = "cpu"
-                 ) -> Callable[[torch.Tensor], np.ndarray]:
-    """Wraps a torch module as images -> float32 array, channels-last, no autograd."""
-    model.eval().to(device)
-    model.to(memory_format=torch.channels_last)
-
-    def run(images: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            x = images.to(device).contiguous(memory_format=torch.channels_last)
-            return model(x).float().cpu().numpy()
-
-    return run
-
-
 def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
                        paths: Sequence[Path], *, cache_dir: str | Path | None = None,
                        pixel_cache: str | Path | None = None, batch_size: int = 32,
@@ -130,7 +117,6 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
     bar = tqdm(total=len(paths), desc="embedding", unit="img", dynamic_ncols=True)
     if engine == "onnx" or (engine == "auto" and torch.device(device).type == "cpu"):
         from skysort.models.onnx import cached_backbone_onnx
-        from skysort.models.runners import OnnxWorkerModel, iter_outputs
 
         folder = Path(cache_dir) if cache_dir else default_cache_dir()
         onnx = OnnxWorkerModel(str(cached_backbone_onnx(model, preprocess.input_size, key,

@@ -13,9 +13,10 @@ from typing import Any
 
 from skysort._version import __version__
 from skysort.data.transforms import Preprocess
-from skysort.models.calibration import Calibration
+from skysort.models.conformal import ConformalScores
 from skysort.rundir import MODEL_FILE, MODEL_JSON, damaged, require
 from skysort.tasks import Task, task_from_dict
+from skysort.tasks.calibration import Calibration
 
 __all__ = ["MODEL_FILE", "MODEL_JSON", "ModelInfo", "read_model_info"]
 
@@ -37,8 +38,8 @@ class ModelInfo:
     #: How the logits are calibrated (fitted on the validation split after training).
     calibration: Calibration | None = None
     #: The validation split's conformity scores per class, for prediction sets
-    #: (:mod:`skysort.evaluation.conformal`).
-    conformal: dict[str, Any] | None = None
+    #: (:mod:`skysort.models.conformal`; computed by :mod:`skysort.evaluation.conformal`).
+    conformal: ConformalScores | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,7 +53,7 @@ class ModelInfo:
             "source": {"id_column": self.id_column, "target_columns": self.target_columns},
             "threshold": self.threshold,
             **({"calibration": self.calibration.to_dict()} if self.calibration else {}),
-            **({"conformal": self.conformal} if self.conformal else {}),
+            **({"conformal": self.conformal.to_dict()} if self.conformal is not None else {}),
             **self.extra,
         }
 
@@ -74,7 +75,8 @@ class ModelInfo:
             threshold=float(data.get("threshold", 0.5)),
             calibration=(Calibration.from_dict(data["calibration"])
                          if data.get("calibration") else None),
-            conformal=data.get("conformal") or None,
+            conformal=(ConformalScores.from_dict(data["conformal"])
+                       if data.get("conformal") else None),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from skysort.models.backbones import create_backbone
-from skysort.models.calibration import Calibration
 from skysort.models.info import ModelInfo, read_model_info
 from skysort.rundir import (
     MODEL_FILE,
@@ -28,6 +27,7 @@ from skysort.rundir import (
     require,
 )
 from skysort.tasks import Task
+from skysort.tasks.calibration import Calibration
 
 __all__ = ["ModelInfo", "Published", "SkyModel", "load_model", "published_runner",
            "read_model_info", "save_model"]
@@ -119,11 +119,11 @@ def load_model(run_dir: str | Path) -> tuple[SkyModel, ModelInfo]:
 OUTPUT_KINDS = ("published", "logits", "both")
 
 
-def head_outputs(model: SkyModel, logits: torch.Tensor, kind: str = "published") -> torch.Tensor:
-    """Logits -> outputs of ``kind`` (one of :data:`OUTPUT_KINDS`)."""
-    if kind == "logits":
+def head_outputs(model: SkyModel, logits: torch.Tensor, which: str = "published") -> torch.Tensor:
+    """Logits -> outputs of ``which`` (one of :data:`OUTPUT_KINDS`)."""
+    if which == "logits":
         return logits
-    if kind == "both":
+    if which == "both":
         return torch.cat([model.output(logits), model.uncalibrated(logits)], dim=1)
     return model.output(logits)
 
@@ -132,19 +132,19 @@ class Published(nn.Module):
     """A classifier with its output layer: images in, published outputs out (or another
     of :data:`OUTPUT_KINDS`)."""
 
-    def __init__(self, model: SkyModel, kind: str = "published") -> None:
+    def __init__(self, model: SkyModel, which: str = "published") -> None:
         super().__init__()
         self.model = model
-        self.kind = kind
+        self.which = which
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return head_outputs(self.model, self.model(images), self.kind)
+        return head_outputs(self.model, self.model(images), self.which)
 
 
 def published_runner(model: SkyModel, device: torch.device | str = "cpu",
-                     kind: str = "published") -> Callable[[np.ndarray], np.ndarray]:
-    """The model's outputs of ``kind`` as a function of a float32 NCHW array (torch)."""
-    from skysort.models.embeddings import torch_runner
+                     which: str = "published") -> Callable[[np.ndarray], np.ndarray]:
+    """The model's outputs of ``which`` as a function of a float32 NCHW array (torch)."""
+    from skysort.models.streaming import torch_runner
 
-    run = torch_runner(Published(model, kind), device)
+    run = torch_runner(Published(model, which), device)
     return lambda images: run(torch.from_numpy(images))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,9 +28,10 @@ from skysort.data.inputs import expand_inputs
 from skysort.data.transforms import create_transform
 from skysort.device import auto_is_cpu, resolve_device
 from skysort.errors import ConfigError, DataError
-from skysort.models.info import read_model_info
+from skysort.models.conformal import check_coverage, in_sets, set_labels
+from skysort.models.info import ModelInfo, read_model_info
 from skysort.models.runners import OnnxWorkerModel, Runner, iter_outputs
-from skysort.prediction.writers import Layout, Sink, check_options
+from skysort.prediction.writers import Layout, Sink
 from skysort.rundir import PREDICTIONS
 from skysort.tasks import Task
 
@@ -44,6 +46,46 @@ def check_count(name: str, value: int | None, low: int) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                               or value < low):
         raise ConfigError(f"{name}={value!r}: must be a whole number of at least {low}")
+
+
+@dataclass(frozen=True, eq=False)
+class PredictionOptions:
+    """What ``--coverage`` and ``--min-confidence`` ask of one model, checked against it
+    (:meth:`check`): a :class:`Predictor` holds them, and its
+    :class:`~skysort.prediction.writers.Layout` writes the columns they add.
+
+    Attributes:
+        coverage: add each image's conformal prediction set for this coverage.
+        min_confidence: below this top probability, abstain (no prediction).
+        set_thresholds: the sets' threshold per class for ``coverage`` (None without it).
+    """
+
+    coverage: float | None = None
+    min_confidence: float | None = None
+    set_thresholds: np.ndarray | None = None
+
+    @classmethod
+    def check(cls, info: ModelInfo, coverage: float | None = None,
+              min_confidence: float | None = None) -> PredictionOptions:
+        """The options for the model ``info`` describes, or a ConfigError: prediction sets
+        and abstention need one class per image, and sets need the conformity scores a
+        calibrated run keeps."""
+        what = "--coverage" if coverage is not None else "--min-confidence"
+        if (coverage is not None or min_confidence is not None) and not info.task.single_label:
+            raise ConfigError(f"{what} needs a model with one class per image; this one "
+                              f"predicts {info.task.kind} outputs")
+        set_thresholds = None
+        if coverage is not None:
+            if info.conformal is None:
+                check_coverage(coverage)  # a coverage out of range is named first
+                raise ConfigError("--coverage: this run holds no conformity scores (it was "
+                                  "trained before skysort kept them, or with an empty "
+                                  "validation split); train it again")
+            # checks the coverage, and computes the thresholds once for every image
+            set_thresholds = info.conformal.thresholds(info.task.classes, coverage)
+        if min_confidence is not None and not 0 <= min_confidence <= 1:
+            raise ConfigError(f"min_confidence={min_confidence}: must lie in [0, 1]")
+        return cls(coverage, min_confidence, set_thresholds)
 
 
 def make_runner(predictor: Predictor, engine: str, device: str
@@ -69,11 +111,13 @@ class Predictor:
         classes_: class names (single-label tasks) or output column names (multi-label,
             vote fractions); :meth:`predict_proba` columns follow this order.
         engine: ``onnx`` or ``torch``, whichever runs the model.
+        options: ``coverage`` and ``min_confidence``, checked against the model.
     """
 
     def __init__(self, run: str | Path, *, engine: str = "auto", device: str = "auto",
                  batch_size: int = 32, workers: int | None = None, tta: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, coverage: float | None = None,
+                 min_confidence: float | None = None) -> None:
         """Args:
             run: the run directory.
             engine: ``auto`` (ONNX Runtime on a CPU, torch on a GPU), ``onnx`` or ``torch``.
@@ -82,6 +126,9 @@ class Predictor:
             tta: average over the test-time views of the run's augmentation preset.
             threads: ONNX Runtime threads when the model runs in this process
                 (``workers=0``); default every core.
+            coverage, min_confidence: the prediction sets and abstention the rows written
+                with this predictor hold (:func:`predict`); checked here, before the model
+                is loaded.
         """
         check_count("batch_size", batch_size, 1)
         check_count("workers", workers, 0)
@@ -89,6 +136,7 @@ class Predictor:
         self.run = Path(run)
         self.info = read_model_info(self.run)
         self.task = self.info.task
+        self.options = PredictionOptions.check(self.info, coverage, min_confidence)
         self.engine, self.runner = make_runner(self, engine, device)
         self.batch_size = batch_size
         self.workers = workers
@@ -143,11 +191,11 @@ class Predictor:
         """Conformal prediction sets: per file, the classes (most probable first) whose set
         holds the true class for a share ``coverage`` of images like the validation split's
         (:mod:`skysort.evaluation.conformal`); None for an unreadable file."""
-        from skysort.evaluation.conformal import prediction_sets, set_labels
-
-        check_options(self.info, coverage, None)
+        q = PredictionOptions.check(self.info, coverage, None).set_thresholds
+        if q is None:
+            raise TypeError(f"coverage={coverage!r}: expected a number")
         probs = self.predict_proba(paths)
-        member = prediction_sets(probs, self.info.conformal or {}, self.classes_, coverage)
+        member = in_sets(probs, q)
         return [None if np.isnan(p).any() else set_labels(p, m, self.classes_)
                 for p, m in zip(probs, member, strict=True)]
 
@@ -156,8 +204,7 @@ class Predictor:
         Multi-label: a 0/1 matrix at the run's threshold. Fractions: the fractions."""
         outputs = self.predict_outputs(paths)
         if not self.single_label:
-            return (outputs >= self.info.threshold).astype(np.int64) \
-                if self.task.kind == "multilabel" else outputs
+            return self.task.decisions(outputs, self.info.threshold)
         ok = ~np.isnan(outputs).any(axis=1)
         out = np.full(len(paths), "", dtype=object)
         names = np.array(self.classes_, dtype=object)
@@ -192,11 +239,11 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
         The output path.
     """
     check_count("top_k", top_k, 1)
-    check_options(read_model_info(run), coverage, min_confidence)
     predictor = Predictor(run, engine=engine, device=device, batch_size=batch_size,
-                          workers=workers, tta=tta)
+                          workers=workers, tta=tta, coverage=coverage,
+                          min_confidence=min_confidence)
     output = Path(output) if output else Path(run) / PREDICTIONS
-    layout = Layout(predictor.info, coverage, min_confidence)
+    layout = Layout(predictor.info, predictor.options)
     sink = Sink(output, layout, fmt, resume=resume)
     if sink.done and not quiet:
         print(f"resuming: {len(sink.done)} input(s) already in {output}", file=sys.stderr)

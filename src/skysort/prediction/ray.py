@@ -37,8 +37,9 @@ class RayPredictor:
 
         # Each actor decodes and runs the model in its own process, on the one CPU Ray
         # gives it; Ray runs many actors side by side.
-        self.predictor = Predictor(run, engine=engine, workers=0, threads=1)
-        self.layout = Layout(self.predictor.info, coverage, min_confidence)
+        self.predictor = Predictor(run, engine=engine, workers=0, threads=1,
+                                   coverage=coverage, min_confidence=min_confidence)
+        self.layout = Layout(self.predictor.info, self.predictor.options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         """The layout's columns, plus ``_error`` (why a file could not be read, or "")."""
@@ -75,9 +76,10 @@ def predict_on_ray(run: str | Path, inputs: Iterable[str | Path], output: str | 
         import ray
     except ImportError as exc:
         raise ConfigError("--engine ray needs Ray: pip install 'skysort[ray]'") from exc
-    from skysort.prediction.writers import check_options
+    from skysort.prediction.predictor import PredictionOptions
 
-    check_options(read_model_info(run), coverage, min_confidence)
+    info = read_model_info(run)
+    PredictionOptions.check(info, coverage, min_confidence)  # before Ray starts
     fmt = fmt or ("parquet" if output and str(output).endswith(".parquet") else "csv")
     if fmt not in ("csv", "parquet"):
         raise ConfigError(f"output format {fmt!r} is not csv or parquet")
@@ -100,7 +102,7 @@ def predict_on_ray(run: str | Path, inputs: Iterable[str | Path], output: str | 
             "run": str(Path(run).resolve()), "engine": engine, "coverage": coverage,
             "min_confidence": min_confidence}, batch_size=batch_size,
             concurrency=replicas, num_cpus=1, batch_format="numpy").materialize()
-        if read_model_info(run).id_column is None:  # error rows belong in the output
+        if info.id_column is None:  # error rows belong in the output
             _write(rows.drop_columns([ERROR]), out, fmt)
         else:
             _write(rows.filter(lambda r: not r[ERROR]).drop_columns([ERROR]), out, fmt)

@@ -22,13 +22,17 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from skysort.data.images import image_suffix
 from skysort.errors import ConfigError
+from skysort.models.conformal import in_sets, set_labels
 from skysort.models.info import ModelInfo
+
+if TYPE_CHECKING:
+    from skysort.prediction.predictor import PredictionOptions
 
 FIXED_COLUMNS = ("path", "prediction", "probability", "error")
 #: Decimals written per value: rounding stays far below the 1e-6 to which written vote
@@ -50,53 +54,27 @@ ABSTAINED = "abstained"
 SET_SEPARATOR = "|"
 
 
-def check_options(info: ModelInfo, coverage: float | None, min_confidence: float | None
-                  ) -> None:
-    """Prediction sets and abstention need one class per image, and sets need the
-    conformity scores a calibrated run keeps."""
-    from skysort.evaluation.conformal import check_coverage
-
-    what = "--coverage" if coverage is not None else "--min-confidence"
-    if (coverage is not None or min_confidence is not None) and not info.task.single_label:
-        raise ConfigError(f"{what} needs a model with one class per image; this one predicts "
-                          f"{info.task.kind} outputs")
-    if coverage is not None:
-        check_coverage(coverage)
-        if not info.conformal:
-            raise ConfigError("--coverage: this run holds no conformity scores (it was trained "
-                              "before skysort kept them, or with an empty validation split); "
-                              "train it again")
-    if min_confidence is not None and not 0 <= min_confidence <= 1:
-        raise ConfigError(f"min_confidence={min_confidence}: must lie in [0, 1]")
-
-
 class Layout:
     """Columns and rows for one model's predictions.
 
     Args:
-        coverage: add the conformal prediction set for this coverage (``prediction_set``:
-            class names joined by ``|``, most probable first; ``set_size``).
-        min_confidence: below this top probability, leave ``prediction`` empty and set
-            ``abstained`` to 1.
+        options: the predictor's options, checked against ``info`` when it was built
+            (:class:`~skysort.prediction.predictor.PredictionOptions`). With a coverage,
+            the conformal prediction set (``prediction_set``: class names joined by ``|``,
+            most probable first; ``set_size``); with a minimum confidence, below it leave
+            ``prediction`` empty and set ``abstained`` to 1.
     """
 
-    def __init__(self, info: ModelInfo, coverage: float | None = None,
-                 min_confidence: float | None = None) -> None:
-        check_options(info, coverage, min_confidence)
+    def __init__(self, info: ModelInfo, options: PredictionOptions | None = None) -> None:
         self.info = info
         self.task = info.task
         self.table = info.id_column is not None
-        self.min_confidence = min_confidence
-        self.set_thresholds = None
-        if coverage is not None and info.conformal:
-            from skysort.evaluation.conformal import thresholds
-
-            self.set_thresholds = thresholds(info.conformal, self.task.classes, coverage)
-        extra = [*(SET_COLUMNS if coverage is not None else ()),
-                 *((ABSTAINED,) if min_confidence is not None else ())]
+        self.min_confidence = options.min_confidence if options else None
+        self.set_thresholds = options.set_thresholds if options else None
+        extra = [*(SET_COLUMNS if self.set_thresholds is not None else ()),
+                 *((ABSTAINED,) if self.min_confidence is not None else ())]
         if self.table:
-            names = (info.target_columns[:1] if self.task.kind == "binary" and
-                     info.target_columns else self.task.output_names)
+            names = self.task.table_columns(info.target_columns)
             self.columns = [str(info.id_column), *names, *extra]
         else:
             names = [f"prob_{c}" if c in FIXED_COLUMNS else c for c in self.task.classes]
@@ -109,8 +87,6 @@ class Layout:
             if probs is None:
                 values += [None, None]
             else:
-                from skysort.evaluation.conformal import in_sets, set_labels
-
                 names = set_labels(probs, in_sets(probs[None], self.set_thresholds)[0],
                                    self.task.classes)
                 values += [SET_SEPARATOR.join(names), len(names)]

@@ -146,7 +146,7 @@ def fit(stage: Stage, task: Task, progress: Progress, *, threshold: float = 0.5,
         if s.monitor == "loss" or score is None:
             value = val_loss
         else:
-            value = score if task.kind == "fractions" else -score
+            value = score if task.lower_is_better else -score
         improved = progress.best is None or value < progress.best - 1e-6
         progress.epoch = epoch + 1
         if improved:

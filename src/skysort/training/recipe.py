@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skysort.config import TrainConfig, choose_input_size, finetune_plan, pixel_cache
+from skysort.config import TrainConfig
 from skysort.data.dataset import check_two_classes, choose_task_kind, open_dataset
 from skysort.data.sources import LabeledImages, first_occurrences
 from skysort.data.split import read_split_csv, split_by_hash, write_split_csv
@@ -34,7 +34,7 @@ from skysort.evaluation.plots import plot_history, plot_scores
 from skysort.evaluation.report import write_report_or_say_why
 from skysort.evaluation.scoring import score_images
 from skysort.inspection.leakage import apply_split_groups, duplicate_groups
-from skysort.models.backbones import create_backbone, native_input_size
+from skysort.models.backbones import Backbone, create_backbone, native_input_size
 from skysort.models.embeddings import (
     cached_embeddings,
     content_hash,
@@ -42,6 +42,7 @@ from skysort.models.embeddings import (
     embedding_key,
 )
 from skysort.models.model import ModelInfo, SkyModel, save_model
+from skysort.models.plan import ResolvedPlan, choose_input_size, pixel_cache, resolve_finetune
 from skysort.rundir import (
     BAD_FILES,
     BEST_CHECKPOINT,
@@ -60,12 +61,7 @@ from skysort.tasks import Task, check_balance, make_task
 from skysort.training.checkpoint import load_checkpoint, read_state
 from skysort.training.distributed import Distributed
 from skysort.training.loop import log_row
-from skysort.training.stages import (
-    finetune_stage,
-    head_stage,
-    seed_everything,
-    unfreeze,
-)
+from skysort.training.stages import finetune_stage, head_stage, seed_everything, unfreeze
 
 
 @dataclass
@@ -136,87 +132,43 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
            device: torch.device, ddp: Distributed) -> TrainResult:
     seed_everything(cfg.seed)
 
-    # -- data ---------------------------------------------------------------------------
-    dataset = choose_task_kind(data, cfg.task) if isinstance(data, LabeledImages) else \
-        open_dataset(cfg.data_spec())
-    check_two_classes(dataset)
-    check_balance(dataset.task, cfg.balance)
-    cfg.data_root = str(dataset.root)
-    splits = split_by_hash(dataset, cfg.split, cfg.seed)
-    if resume is None:
-        # Process 0 names the run directory (train, train2, ...); the others use its.
-        run_dir = Path(ddp.broadcast(str(make_run_dir(cfg.project, cfg.name, cfg.exist_ok))
-                                     if ddp.main else ""))
-    else:
-        run_dir = resume
+    # -- data and the plan resolved from it -----------------------------------------------
+    dataset, splits = _setup_data(data, cfg)
+    run_dir = _setup_run_dir(cfg, dataset, resume, ddp)
+    mode, stages = resolve_finetune(cfg.finetune, splits.count("train"))
+    input_size = _setup_input_size(cfg, dataset, mode, resume)
     if ddp.main:
-        write_label_issues(run_dir / LABEL_ISSUES, dataset.issues)
-    if dataset.issues:
-        print(f"left out while reading labels: {summarize_issues(dataset.issues)}; "
-              f"see {run_dir / LABEL_ISSUES}")
-    mode, stages = finetune_plan(cfg.finetune, splits.count("train"))
-
-    # -- backbone and embeddings ----------------------------------------------------------
-    cfg.input_size = choose_input_size(cfg, dataset, native_input_size(cfg.backbone), mode)
-    if ddp.main:
-        cfg.save(run_dir / CONFIG)
-    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.input_size, cfg.center_fraction)
+        cfg.save(run_dir / CONFIG)  # the settings as given
+    backbone = create_backbone(cfg.backbone, cfg.weights, input_size, cfg.center_fraction)
     key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
-    with ddp.main_first():  # the others then read the embeddings from the cache
-        # Fine-tuning reads the decoded pixels from the pixel cache: filled here, while
-        # every image is decoded for its embedding anyway.
-        pixels = pixel_cache(cfg, backbone.preprocess, len(dataset)) if mode != "head" \
-            else None
-        hashes = [content_hash(p) for p in dataset.paths]
-        features, bad = cached_embeddings(backbone.model, backbone.preprocess, key,
-                                          dataset.paths, cache_dir=cfg.cache_dir,
-                                          pixel_cache=pixels, workers=cfg.workers,
-                                          device=device, hashes=hashes)
-        # Copies of one image in two splits, checked once the embeddings exist; by process
-        # 0 alone, which then gives every process its split.
-        groups = duplicate_groups(dataset, features, hashes, bad, splits,
-                                  cfg.cache_dir or default_cache_dir(), cfg.workers) \
-            if cfg.split_groups != "none" and ddp.main else []
-    if resume is None:
-        splits, data_warnings = apply_split_groups(cfg.split_groups, dataset, groups, splits)
-        splits = ddp.broadcast(splits)
-        if ddp.main:
-            write_split_csv(run_dir / SPLIT, dataset, splits)
-    else:  # the split the run started with (a group kept together stays so)
-        splits = resumed_splits(run_dir, dataset, splits, cfg.split_groups)
-        _, data_warnings = apply_split_groups("warn", dataset, groups, splits)
+    pixels, features, bad, groups = _setup_embeddings(cfg, dataset, backbone, key, mode,
+                                                      splits, device, ddp)
+    plan = ResolvedPlan(str(dataset.root), input_size, mode, stages,
+                        str(pixels) if pixels else None)
+    if ddp.main:
+        plan.save(run_dir)
+    splits, data_warnings = _setup_splits(cfg, dataset, splits, groups, run_dir, resume, ddp)
     if ddp.main:
         write_bad_files(run_dir / BAD_FILES, dataset, bad)
     if bad:
         print(f"skipped {len(bad)} unreadable file(s); see {run_dir / BAD_FILES}")
     part = split_indices(dataset, splits, bad)
-    targets = dataset.targets
-    task = make_task(dataset.task, dataset.classes, dataset.schema)
-    task.fit_statistics(targets[part["train"]])
-    _check_trainable(dataset, task, part)
-    plan = "head only" if mode == "head" else \
-        f"head, then fine-tuning ({'all layers' if mode == 'full' else f'last {stages} stages'}, " \
-        f"{cfg.input_size} px, augment={cfg.augment})"
-    if ddp.enabled and mode != "head":
-        plan += f"; distributed over {ddp.describe()}, " \
-                f"{len(part['train']) // ddp.world_size} training images each per epoch"
-    print(f"task: {task.kind} ({len(task.classes)} "
-          f"{'classes' if task.single_label else 'outputs'}); images: train "
-          f"{len(part['train'])}, val {len(part['val'])}, test {len(part['test'])}; {plan}")
+    task = _setup_task(dataset, part)
+    print(_describe(task, part, plan, cfg, ddp))
 
     # -- training -------------------------------------------------------------------------
     # Seeded again here: whether embeddings came from the cache or were computed (which
     # draws random numbers) must not change the head's initial weights or its dropout.
     seed_everything(cfg.seed)
     model = SkyModel(backbone.model, backbone.num_features, task, dropout=cfg.dropout)
-    writer = _tensorboard(run_dir) if ddp.main else None
+    writer = _setup_tensorboard(run_dir) if ddp.main else None
     log = log_row(writer)
     last = checkpoint_path(run_dir, LAST_CHECKPOINT)
     resumable = resume is not None and last.is_file() and read_state(last).get("stage") == \
         "finetune"
     history: list[dict[str, Any]] = []
     if not resumable:
-        history = head_stage(model, task, features, targets, part, cfg, log).history
+        history = head_stage(model, task, features, dataset.targets, part, cfg, log).history
     interrupted = False
     if mode != "head":
         unfreeze(model, mode, stages)
@@ -225,12 +177,7 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
                                      run_dir, log, resumable, history, ddp, pixels).history
         except KeyboardInterrupt:
             interrupted = True
-            print(f"\ninterrupted: the last finished epoch is saved in {last}; continue with "
-                  f"skysort train --resume {run_dir}", file=sys.stderr)
-            best = checkpoint_path(run_dir, BEST_CHECKPOINT)
-            if best.is_file():
-                history = read_state(last)["history"] if last.is_file() else history
-                load_checkpoint(best, model, restore_rng=False)
+            history = _keep_best_after_interrupt(model, run_dir, history)
     if not ddp.main:  # the first process saves and evaluates the model
         if interrupted:
             raise KeyboardInterrupt
@@ -271,12 +218,127 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
                        bad_files={dataset.relpath(dataset.paths[i]): r for i, r in bad.items()})
 
 
-def _tensorboard(run_dir: Path) -> Any:
+# -- set-up: each helper does one job, in the order _train calls them ------------------------
+
+
+def _setup_data(data: str | Path | LabeledImages | None, cfg: TrainConfig
+                ) -> tuple[LabeledImages, list[str]]:
+    """The dataset, checked to be trainable with these settings, and its split by hash."""
+    dataset = choose_task_kind(data, cfg.task) if isinstance(data, LabeledImages) else \
+        open_dataset(cfg.data_spec())
+    check_two_classes(dataset)
+    check_balance(dataset.task, cfg.balance)
+    return dataset, split_by_hash(dataset, cfg.split, cfg.seed)
+
+
+def _setup_run_dir(cfg: TrainConfig, dataset: LabeledImages, resume: Path | None,
+                   ddp: Distributed) -> Path:
+    """A new run directory (or the resumed one), holding the label rows left out."""
+    if resume is None:
+        # Process 0 names the run directory (train, train2, ...); the others use its.
+        run_dir = Path(ddp.broadcast(str(make_run_dir(cfg.project, cfg.name, cfg.exist_ok))
+                                     if ddp.main else ""))
+    else:
+        run_dir = resume
+    if ddp.main:
+        write_label_issues(run_dir / LABEL_ISSUES, dataset.issues)
+    if dataset.issues:
+        print(f"left out while reading labels: {summarize_issues(dataset.issues)}; "
+              f"see {run_dir / LABEL_ISSUES}")
+    return run_dir
+
+
+def _setup_input_size(cfg: TrainConfig, dataset: LabeledImages, mode: str,
+                      resume: Path | None) -> int:
+    """The input size: a resumed run's own (its resolved plan, or the config.yaml of a run
+    written before plans were), else as set or fitted to the data."""
+    started = ResolvedPlan.read(resume).input_size if resume is not None else None
+    return choose_input_size(started or cfg.input_size, cfg.center_fraction, dataset.paths,
+                             native_input_size(cfg.backbone), mode)
+
+
+def _setup_embeddings(cfg: TrainConfig, dataset: LabeledImages, backbone: Backbone, key: str,
+                      mode: str, splits: list[str], device: torch.device, ddp: Distributed
+                      ) -> tuple[Path | None, np.ndarray, dict[int, str], list[Any]]:
+    """``(pixel cache, embeddings, unreadable files, groups of copies)``, computed by
+    process 0 first (the others then read the embeddings from the cache)."""
+    with ddp.main_first():
+        # Fine-tuning reads the decoded pixels from the pixel cache: filled here, while
+        # every image is decoded for its embedding anyway.
+        pixels = pixel_cache(cfg.cache_dir, cfg.cache_max_gb, backbone.preprocess,
+                             len(dataset)) if mode != "head" else None
+        hashes = [content_hash(p) for p in dataset.paths]
+        features, bad = cached_embeddings(backbone.model, backbone.preprocess, key,
+                                          dataset.paths, cache_dir=cfg.cache_dir,
+                                          pixel_cache=pixels, workers=cfg.workers,
+                                          device=device, hashes=hashes)
+        # Copies of one image in two splits, checked once the embeddings exist; by process
+        # 0 alone, which then gives every process its split.
+        groups = duplicate_groups(dataset, features, hashes, bad, splits,
+                                  cfg.cache_dir or default_cache_dir(), cfg.workers) \
+            if cfg.split_groups != "none" and ddp.main else []
+    return pixels, features, bad, groups
+
+
+def _setup_splits(cfg: TrainConfig, dataset: LabeledImages, splits: list[str],
+                  groups: list[Any], run_dir: Path, resume: Path | None, ddp: Distributed
+                  ) -> tuple[list[str], list[str]]:
+    """The split every process trains on (copies kept together as ``split_groups`` says,
+    or a resumed run's ``split.csv``), and the warnings about copies across splits."""
+    if resume is None:
+        splits, data_warnings = apply_split_groups(cfg.split_groups, dataset, groups, splits)
+        splits = ddp.broadcast(splits)
+        if ddp.main:
+            write_split_csv(run_dir / SPLIT, dataset, splits)
+    else:  # the split the run started with (a group kept together stays so)
+        splits = resumed_splits(run_dir, dataset, splits, cfg.split_groups)
+        _, data_warnings = apply_split_groups("warn", dataset, groups, splits)
+    return splits, data_warnings
+
+
+def _setup_task(dataset: LabeledImages, part: Mapping[str, np.ndarray]) -> Task:
+    """The task, fitted to the training targets, once every split can be trained on."""
+    task = make_task(dataset.task, dataset.classes, dataset.schema)
+    task.fit_statistics(dataset.targets[part["train"]])
+    _check_trainable(dataset, task, part)
+    return task
+
+
+def _describe(task: Task, part: Mapping[str, np.ndarray], plan: ResolvedPlan,
+              cfg: TrainConfig, ddp: Distributed) -> str:
+    """The line that says what will be trained on what."""
+    mode, stages = plan.finetune, plan.stages
+    what = "head only" if mode == "head" else \
+        f"head, then fine-tuning ({'all layers' if mode == 'full' else f'last {stages} stages'}, " \
+        f"{plan.input_size} px, augment={cfg.augment})"
+    if ddp.enabled and mode != "head":
+        what += f"; distributed over {ddp.describe()}, " \
+                f"{len(part['train']) // ddp.world_size} training images each per epoch"
+    return (f"task: {task.kind} ({len(task.classes)} "
+            f"{'classes' if task.single_label else 'outputs'}); images: train "
+            f"{len(part['train'])}, val {len(part['val'])}, test {len(part['test'])}; {what}")
+
+
+def _setup_tensorboard(run_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional at run time
         return None
     return SummaryWriter(str(run_dir / TENSORBOARD))
+
+
+def _keep_best_after_interrupt(model: SkyModel, run_dir: Path,
+                               history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """After Ctrl-C while fine-tuning: says how to resume, loads the best epoch's weights
+    (when one finished) and returns the history the last checkpoint holds."""
+    last = checkpoint_path(run_dir, LAST_CHECKPOINT)
+    print(f"\ninterrupted: the last finished epoch is saved in {last}; continue with "
+          f"skysort train --resume {run_dir}", file=sys.stderr)
+    best = checkpoint_path(run_dir, BEST_CHECKPOINT)
+    if best.is_file():
+        history = read_state(last)["history"] if last.is_file() else history
+        load_checkpoint(best, model, restore_rng=False)
+    return history
 
 
 def resumed_splits(run_dir: Path, data: LabeledImages, splits: list[str], split_groups: str

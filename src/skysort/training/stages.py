@@ -15,6 +15,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,6 @@ from skysort.tasks import Task
 from skysort.training.checkpoint import load_checkpoint, read_state
 from skysort.training.distributed import Distributed
 from skysort.training.loop import Progress, Stage, fit, lr_lambda
-
-#: With fewer training images than this, ``finetune=auto`` trains the head only.
 
 
 def seed_everything(seed: int) -> None:
@@ -147,6 +146,20 @@ def measure_precision(model: SkyModel, task: Task, cfg: TrainConfig, device: tor
     return (torch.bfloat16 if timings["bf16"] < timings["fp32"] else None), timings
 
 
+@dataclass
+class _Batches:
+    """Where fine-tuning's batches come from, and how the cores are shared out."""
+
+    sampler: EpochSampler
+    loader: Any
+    val_loader: Any
+    augment: BatchAugment
+    whole_batches: bool
+    cores: int
+    workers: int
+    threads: int
+
+
 def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: LabeledImages,
                    part: Mapping[str, np.ndarray], cfg: TrainConfig, device: torch.device,
                    run_dir: Path, log: Any, resume: bool, head_history: list[dict[str, Any]],
@@ -155,74 +168,37 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
     The returned history holds both stages. In a distributed run each process trains on
     its share of every epoch and gradients are averaged (:mod:`skysort.training.distributed`).
 
-    Every image is decoded once into the pixel cache ``cache`` (:func:`pixel_cache`; the
-    embedding pass fills it as it decodes); epochs then read uint8 squares from it in
-    this process, augment whole batches in torch
+    Every image is decoded once into the pixel cache ``cache``
+    (:func:`~skysort.models.plan.pixel_cache`; the embedding pass fills it as it decodes);
+    epochs then read uint8 squares from it in this process, augment whole batches in torch
     (:class:`~skysort.data.augment.BatchAugment`) and give every core this process may
     use to the model: no worker competes with its threads.
     """
     seed_everything(cfg.seed + 1)  # a resumed run restores the generators' saved state
     targets = data.targets
-    train_paths = [data.paths[i] for i in part["train"]]
-    val_paths = [data.paths[i] for i in part["val"]]
     train_targets = targets[part["train"]]
-    cores = cpu_count()
-    pixels = create_transform(preprocess, training=True, cache_dir=cache)
-    workers = cfg.workers
-    if cache is not None:
-        decoders = default_workers() if cfg.workers is None else cfg.workers
-        warm_pixel_cache(pixels, train_paths + val_paths, decoders)  # bad files: skipped below
-        workers = 0 if cfg.workers is None else cfg.workers
-    elif workers is None:
-        workers = min(default_workers(), max(1, cores - 1)) if cores > 1 else 0
-    threads = max(1, cores - workers)
-    weights = task.sample_weights(train_targets) if cfg.balance == "sampler" else None
-    sampler = EpochSampler(len(train_paths), cfg.seed, weights, rank=ddp.rank,
-                           world_size=ddp.world_size)
-    augment = BatchAugment(preprocess, cfg.augment, cfg.seed)
-    whole_batches = len(sampler) >= 2 * cfg.finetune_batch_size
-    loader = image_loader(train_paths, pixels, batch_size=cfg.finetune_batch_size,
-                          workers=workers, sampler=sampler, drop_last=whole_batches,
-                          generator=torch.Generator().manual_seed(cfg.seed))
-    val_loader = image_loader(val_paths, create_transform(preprocess, cache_dir=cache),
-                              batch_size=cfg.finetune_batch_size, workers=workers)
+    feed = _setup_batches(preprocess, task, data, part, cfg, ddp, cache)
     y_val = task.target_tensor(targets[part["val"]]).to(device)
     loss_fn = task.loss_fn(train_targets, cfg.balance, cfg.label_smoothing)
     model.to(device).to(memory_format=torch.channels_last)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    plan = read_plan(run_dir) if resume else {}
-    if "precision" in plan:  # a resumed run keeps the precision it started with
-        autocast = torch.bfloat16 if plan["precision"] == "bf16" else None
-    else:
-        autocast, timings = measure_precision(model, task, cfg, device, loss_fn,
-                                              preprocess.input_size)
-        autocast = ddp.broadcast(autocast)
-        plan = {"cores": cores, "threads": threads, "workers": workers,
-                "pixel_cache": str(cache) if cache else None,
-                "precision": "bf16" if autocast is not None else "fp32",
-                "seconds_per_image": timings}
-        if ddp.main:
-            (run_dir / PLAN).write_text(json.dumps(plan, indent=2), encoding="utf-8")
-    print(f"{cores} core(s): {threads} training thread(s), "
-          + (f"{workers} decoding worker(s)" if workers else "decoding from the pixel cache"
-             if cache else "decoding in this process")
-          + f"; {plan['precision']}" + (" (measured faster)" if plan.get("seconds_per_image")
-                                        else ""), file=sys.stderr)
+    torch.set_num_threads(feed.threads)
+    autocast = _setup_precision(model, task, cfg, device, loss_fn, preprocess.input_size,
+                                run_dir, resume, ddp, feed, cache)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        sampler.epoch = epoch
-        for index, images, _ in loader:
+        feed.sampler.epoch = epoch
+        for index, images, _ in feed.loader:
             if images is None:
                 continue
-            x = augment(images, [(epoch, int(i)) for i in index]).to(device)
+            x = feed.augment(images, [(epoch, int(i)) for i in index]).to(device)
             yield x, task.target_tensor(train_targets[index.numpy()]).to(device)
 
     def validate(net: nn.Module) -> tuple[float, np.ndarray]:
         net.eval()
         logits = torch.zeros(len(part["val"]), task.num_outputs, device=device)
         with torch.inference_mode():
-            for index, images, _ in val_loader:
+            for index, images, _ in feed.val_loader:
                 if images is not None:
                     x = images.to(device).contiguous(memory_format=torch.channels_last)
                     with torch.autocast(device.type, dtype=autocast or torch.bfloat16,
@@ -230,21 +206,13 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
                         logits[index.to(device)] = net(x).float()
             return float(loss_fn(logits, y_val)), model.output(logits).cpu().numpy()
 
-    steps = (len(sampler) // cfg.finetune_batch_size if whole_batches
-             else math.ceil(len(sampler) / cfg.finetune_batch_size))
+    steps = (len(feed.sampler) // cfg.finetune_batch_size if feed.whole_batches
+             else math.ceil(len(feed.sampler) / cfg.finetune_batch_size))
     optimizer = finetune_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.finetune_warmup_epochs * steps, cfg.finetune_epochs * steps))
-    from timm.utils import ModelEmaV3  # with timm's model zoo: imported only to fine-tune
-
-    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
-    progress = Progress("finetune", history=list(head_history))
-    last = run_dir / WEIGHTS_DIR / LAST_CHECKPOINT
-    if resume and last.is_file() and read_state(last).get("stage") == "finetune":
-        progress = Progress(**load_checkpoint(
-            last, model, optimizer, scheduler,
-            extra={"ema": ema.module} if ema is not None else None))
-        print(f"resuming fine-tuning after epoch {progress.epoch} from {last}", file=sys.stderr)
+    ema = _setup_ema(model, cfg)
+    progress = _setup_progress(model, optimizer, scheduler, ema, run_dir, resume, head_history)
     # Every process validates the whole split and so keeps the same best weights; only
     # the first writes checkpoints.
     stage = Stage(model, ddp.wrap(model), batches, steps, validate, targets[part["val"]],
@@ -255,6 +223,87 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
         return fit(stage, task, progress, threshold=cfg.threshold, log=log)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _setup_batches(preprocess: Preprocess, task: Task, data: LabeledImages,
+                   part: Mapping[str, np.ndarray], cfg: TrainConfig, ddp: Distributed,
+                   cache: Path | None) -> _Batches:
+    """The loaders of the training split (this process's share, whole batches where there
+    are enough) and of the validation split. With a pixel cache, what the embedding pass
+    did not fill is decoded into it first and batches are read in this process; without
+    one, decoding workers take one core less than there are."""
+    train_paths = [data.paths[i] for i in part["train"]]
+    val_paths = [data.paths[i] for i in part["val"]]
+    cores = cpu_count()
+    pixels = create_transform(preprocess, training=True, cache_dir=cache)
+    workers = cfg.workers
+    if cache is not None:
+        decoders = default_workers() if cfg.workers is None else cfg.workers
+        warm_pixel_cache(pixels, train_paths + val_paths, decoders)  # bad files: skipped below
+        workers = 0 if cfg.workers is None else cfg.workers
+    elif workers is None:
+        workers = min(default_workers(), max(1, cores - 1)) if cores > 1 else 0
+    train_targets = data.targets[part["train"]]
+    weights = task.sample_weights(train_targets) if cfg.balance == "sampler" else None
+    sampler = EpochSampler(len(train_paths), cfg.seed, weights, rank=ddp.rank,
+                           world_size=ddp.world_size)
+    augment = BatchAugment(preprocess, cfg.augment, cfg.seed)
+    whole_batches = len(sampler) >= 2 * cfg.finetune_batch_size
+    loader = image_loader(train_paths, pixels, batch_size=cfg.finetune_batch_size,
+                          workers=workers, sampler=sampler, drop_last=whole_batches,
+                          generator=torch.Generator().manual_seed(cfg.seed))
+    val_loader = image_loader(val_paths, create_transform(preprocess, cache_dir=cache),
+                              batch_size=cfg.finetune_batch_size, workers=workers)
+    return _Batches(sampler, loader, val_loader, augment, whole_batches, cores, workers,
+                    threads=max(1, cores - workers))
+
+
+def _setup_precision(model: SkyModel, task: Task, cfg: TrainConfig, device: torch.device,
+                     loss_fn: Any, size: int, run_dir: Path, resume: bool, ddp: Distributed,
+                     feed: _Batches, cache: Path | None) -> torch.dtype | None:
+    """The autocast dtype: the one a resumed run started with, else measured
+    (:func:`measure_precision`) and written with the share of the cores to
+    ``finetune_plan.json``; says both on stderr."""
+    plan = read_plan(run_dir) if resume else {}
+    if "precision" in plan:  # a resumed run keeps the precision it started with
+        autocast = torch.bfloat16 if plan["precision"] == "bf16" else None
+    else:
+        autocast, timings = measure_precision(model, task, cfg, device, loss_fn, size)
+        autocast = ddp.broadcast(autocast)
+        plan = {"cores": feed.cores, "threads": feed.threads, "workers": feed.workers,
+                "pixel_cache": str(cache) if cache else None,
+                "precision": "bf16" if autocast is not None else "fp32",
+                "seconds_per_image": timings}
+        if ddp.main:
+            (run_dir / PLAN).write_text(json.dumps(plan, indent=2), encoding="utf-8")
+    print(f"{feed.cores} core(s): {feed.threads} training thread(s), "
+          + (f"{feed.workers} decoding worker(s)" if feed.workers
+             else "decoding from the pixel cache" if cache else "decoding in this process")
+          + f"; {plan['precision']}" + (" (measured faster)" if plan.get("seconds_per_image")
+                                        else ""), file=sys.stderr)
+    return autocast
+
+
+def _setup_ema(model: SkyModel, cfg: TrainConfig) -> Any:
+    """timm's exponential moving average of the weights, or None for ``ema_decay=0``."""
+    from timm.utils import ModelEmaV3  # with timm's model zoo: imported only to fine-tune
+
+    return ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
+
+
+def _setup_progress(model: SkyModel, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    ema: Any, run_dir: Path, resume: bool, head_history: list[dict[str, Any]]
+                    ) -> Progress:
+    """Where fine-tuning starts: after the head's epochs, or, resuming, after the last
+    finished epoch of ``last.safetensors`` (weights, optimizer, schedule, EMA, generators)."""
+    progress = Progress("finetune", history=list(head_history))
+    last = run_dir / WEIGHTS_DIR / LAST_CHECKPOINT
+    if resume and last.is_file() and read_state(last).get("stage") == "finetune":
+        progress = Progress(**load_checkpoint(
+            last, model, optimizer, scheduler,
+            extra={"ema": ema.module} if ema is not None else None))
+        print(f"resuming fine-tuning after epoch {progress.epoch} from {last}", file=sys.stderr)
+    return progress
 
 
 def read_plan(run_dir: Path) -> dict[str, Any]:

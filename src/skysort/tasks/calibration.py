@@ -15,8 +15,10 @@ Scales are positive, so a softmax's ranking of classes (its predicted class) nev
 A binary model's decision threshold is moved through the same map
 (:meth:`Calibration.threshold`), so its predicted class does not change either.
 
-The fitting lives in :mod:`skysort.evaluation.calibration`; this module has no torch, so
-reading ``model.json`` for prediction never imports it.
+Each task kind says which map it fits (``Task.fit_calibration``, from the one-dimensional
+problems at the end of this module); :mod:`skysort.evaluation.calibration` decides whether
+to keep it and measures it. This module has no torch, so reading ``model.json`` for
+prediction never imports it.
 """
 
 from __future__ import annotations
@@ -105,3 +107,47 @@ class Calibration:
                    nll_after=data.get("nll_after"), note=str(data.get("note", "")),
                    reason=str(data.get("reason", "")),
                    extra={k: v for k, v in data.items() if k not in known})
+
+
+# -- fitting: the convex one-dimensional problems each kind's calibration solves -------------
+
+
+def softmax_nll(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of class indices ``y`` under ``softmax(logits)``."""
+    from scipy.special import log_softmax
+
+    return float(-np.mean(log_softmax(logits, axis=1)[np.arange(len(y)), y]))
+
+
+def sigmoid_nll(z: np.ndarray, t: np.ndarray) -> float:
+    """Mean negative log-likelihood of 0/1 (or smoothed) targets under ``sigmoid(z)``."""
+    from scipy.special import log_expit
+
+    return float(-np.mean(t * log_expit(z) + (1 - t) * log_expit(-z)))
+
+
+def best_scale(nll: Any) -> float:
+    """The positive scale that minimises ``nll(scale)`` (convex in it); 1 unless it helps."""
+    from scipy.optimize import minimize_scalar
+
+    result = minimize_scalar(nll, bounds=(1e-3, 100.0), method="bounded",
+                             options={"xatol": 1e-6})
+    return float(result.x) if nll(result.x) < nll(1.0) else 1.0
+
+
+def platt(z: np.ndarray, y: np.ndarray, n: int) -> Calibration:
+    """Platt scaling with Platt's targets ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)``,
+    which keep a separable validation split from driving the slope to infinity."""
+    from scipy.optimize import minimize
+
+    pos = float(y.sum())
+    t = np.where(y > 0.5, (pos + 1) / (pos + 2), 1 / (n - pos + 2))
+    result = minimize(lambda ab: sigmoid_nll(z * ab[0] + ab[1], t), x0=np.array([1.0, 0.0]),
+                      method="L-BFGS-B", bounds=[(1e-3, 100.0), (-50.0, 50.0)])
+    a, b = (float(v) for v in result.x)
+    before = sigmoid_nll(z, y)
+    after = sigmoid_nll(z * a + b, y)
+    if not after < before:
+        return Calibration.identity(1, "Platt scaling did not lower the validation loss",
+                                    fitted_on=n, reason="no_gain")
+    return Calibration("platt", [a], [b], fitted_on=n, nll_before=before, nll_after=after)

@@ -1,4 +1,5 @@
-"""Pictures a person can look at, drawn from the files a run writes (history, metrics).
+"""The run's pictures, drawn from the files it writes (history, metrics), saved beside them
+as PNG and embedded in its report too.
 
 * ``training_curves.png``: losses and the validation score per epoch, both stages;
 * ``confusion_matrix.png``: for single-label tasks, rows normalised by true class;
@@ -14,14 +15,9 @@ from typing import Any
 
 import numpy as np
 
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from skysort.evaluation.plots.figures import finish, pyplot
+from skysort.rundir import CONFUSION_PNG, METRICS, RELIABILITY_PNG, RISK_PNG
+from skysort.tasks import task_class, task_kinds
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
@@ -52,15 +48,13 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
         ax2.plot(x, values, color="C2")
         ax2.set_xlabel("epoch (both stages)")
         ax2.set_ylabel(score_key.replace("_", " "))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return finish(fig, path, 100)
 
 
 def plot_confusion(metrics: dict[str, Any], path: Path) -> Path | None:
     """The confusion matrix of a single-label evaluation, rows normalised to recall."""
-    if metrics.get("task") not in ("multiclass", "binary") or not metrics.get("n"):
+    kind = metrics.get("task")
+    if kind not in task_kinds() or not task_class(kind).single_label or not metrics.get("n"):
         return None
     plt = pyplot()
     cm = np.asarray(metrics["confusion_matrix"], dtype=float)
@@ -81,10 +75,7 @@ def plot_confusion(metrics: dict[str, Any], path: Path) -> Path | None:
     ax.set_title(f"balanced accuracy {metrics['model']['balanced_accuracy']:.3f} "
                  f"(baseline {base['balanced_accuracy']:.3f})")
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return finish(fig, path, 100)
 
 
 def plot_reliability(metrics: dict[str, Any], path: Path) -> Path | None:
@@ -115,10 +106,7 @@ def plot_reliability(metrics: dict[str, Any], path: Path) -> Path | None:
             width=1 / len(bins), color="C0", edgecolor="white")
     ax2.set_xlabel("confidence (probability of the predicted class)")
     ax2.set_ylabel("images")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return finish(fig, path, 100)
 
 
 def plot_risk_coverage(metrics: dict[str, Any], path: Path) -> Path | None:
@@ -137,10 +125,7 @@ def plot_risk_coverage(metrics: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylabel("accuracy of the images kept")
     ax.set_xlim(1.0, 0.0)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return finish(fig, path, 100)
 
 
 def plot_scores(metrics: dict[str, Any], metrics_path: Path) -> list[Path]:
@@ -148,8 +133,6 @@ def plot_scores(metrics: dict[str, Any], metrics_path: Path) -> list[Path]:
     diagram and risk-coverage curve, for the task kinds that have them. Beside
     ``metrics.json`` they take the run directory's names; beside ``metrics_<name>.json``
     they get ``<name>_`` in front."""
-    from skysort.rundir import CONFUSION_PNG, METRICS, RELIABILITY_PNG, RISK_PNG
-
     stem = metrics_path.stem
     prefix = "" if metrics_path.name == METRICS else \
         f"{stem.removeprefix('metrics_')}_"

@@ -1,0 +1,155 @@
+"""What training decides from the data: the resolved plan, beside the settings as given.
+
+A :class:`~skysort.config.TrainConfig` holds the settings as the user gave them
+(``input_size`` may be unset, ``finetune`` may be ``auto``). Training resolves them
+against the data and the disk, here: the folder the paths of ``split.csv`` start from,
+the fine-tuning mode (:func:`resolve_finetune`), the input size
+(:func:`choose_input_size`) and the pixel cache (:func:`pixel_cache`). It saves the
+result as ``resolved.json`` beside ``config.yaml`` (:class:`ResolvedPlan`), and whatever
+needs it later (``--resume``, evaluate, report, similar) reads it back with
+:meth:`ResolvedPlan.read`, which also reads runs written before the file existed.
+``skysort inspect`` resolves the same way, so its embeddings are the ones training uses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from skysort.data.images import image_size, read_or_reason
+from skysort.data.transforms import Preprocess
+from skysort.errors import ConfigError
+from skysort.rundir import CONFIG, RESOLVED, atomic_write, damaged
+
+#: ``finetune=auto`` fine-tunes from this many training images on.
+AUTO_FINETUNE_MIN_IMAGES = 200
+
+
+def parse_finetune(setting: str) -> tuple[str, int]:
+    """``("auto", 0)``, ``("head", 0)``, ``("full", 0)`` or ``("last", N)`` for a
+    ``finetune`` setting; a ConfigError for anything else."""
+    if setting in ("auto", "head", "full"):
+        return setting, 0
+    match = re.fullmatch(r"last:([1-9]\d*)", setting) if isinstance(setting, str) else None
+    if match is None:
+        raise ConfigError(f"finetune={setting!r}: must be auto, head, full or last:N "
+                          "(the last N stages of the backbone, e.g. last:2)")
+    return "last", int(match.group(1))
+
+
+def resolve_finetune(setting: str, n_train: int) -> tuple[str, int]:
+    """``("head", 0)``, ``("full", 0)`` or ``("last", N)``: ``auto`` trains the head only
+    below :data:`AUTO_FINETUNE_MIN_IMAGES` training images, else fine-tunes all layers."""
+    mode, stages = parse_finetune(setting)
+    if mode == "auto":
+        return ("head", 0) if n_train < AUTO_FINETUNE_MIN_IMAGES else ("full", 0)
+    return mode, stages
+
+
+def choose_input_size(setting: int | None, center_fraction: float, paths: Sequence[Path],
+                      native: int, mode: str) -> int:
+    """The input size: as set, the backbone's own for the head only, else fitted to the data.
+
+    Fine-tuning on small cutouts need not upsample them: the median shorter side of a
+    sample of images (after the centre cut), rounded to a multiple of 32, between 96 and
+    the backbone's native size. Sizes are read by the image reader, FITS files included;
+    unreadable files are left out here and reported when they are decoded.
+    """
+    if setting:
+        return setting
+    if mode == "head":
+        return native
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(paths), size=min(64, len(paths)), replace=False)
+    sizes = [read_or_reason(image_size, paths[i])[0] for i in sample]
+    sides = [min(size) * center_fraction for size in sizes if size is not None]
+    if not sides:
+        return native
+    size = 32 * round(statistics.median(sides) / 32)
+    return int(min(native, max(96, size)))
+
+
+def pixel_cache(cache_dir: str | None, cache_max_gb: float, preprocess: Preprocess,
+                n_images: int) -> Path | None:
+    """The pixel cache folder of fine-tuning, or None when ``cache_max_gb`` cannot hold it.
+
+    The estimate is the resized pixels of every image at a 3:2 aspect (uint8), beside
+    what the folder holds already; nothing is evicted (delete the folder to free it).
+    """
+    from skysort.models.embeddings import default_cache_dir  # torch: imported when used
+
+    folder = Path(cache_dir or default_cache_dir()) / "pixels"
+    if cache_max_gb <= 0:
+        return None
+    need = n_images * preprocess.resize_size ** 2 * 1.5 * 3
+    have = sum(f.stat().st_size for f in folder.glob("*.npy")) if folder.is_dir() else 0
+    if need + have > cache_max_gb * 1e9:
+        print(f"pixel cache: {n_images} images need about {need / 1e9:.1f} GB beside the "
+              f"{have / 1e9:.1f} GB in {folder}, over cache_max_gb={cache_max_gb}; "
+              "decoding every image every epoch", file=sys.stderr)
+        return None
+    return folder
+
+
+@dataclass(frozen=True)
+class ResolvedPlan:
+    """What training resolved from the data, saved as ``resolved.json``.
+
+    Attributes:
+        data_root: the folder the paths of ``split.csv`` start from.
+        input_size: the square input size in pixels.
+        finetune: ``head``, ``full`` or ``last``; None when not recorded (a run written
+            before ``resolved.json`` existed).
+        stages: for ``last``, how many of the backbone's last stages are trained.
+        pixel_cache: the pixel cache folder of fine-tuning, or None.
+    """
+
+    data_root: str | None
+    input_size: int | None
+    finetune: str | None = None
+    stages: int = 0
+    pixel_cache: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, run_dir: str | Path) -> None:
+        """Writes ``RUN/resolved.json`` (whole or not at all)."""
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write(Path(run_dir) / RESOLVED, text.encode("utf-8"))
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> ResolvedPlan:
+        """The plan of the run in ``run_dir``. A run written before ``resolved.json``
+        existed kept ``data_root`` and the resolved ``input_size`` in its ``config.yaml``;
+        they are read from there (None where neither file says)."""
+        path = Path(run_dir) / RESOLVED
+        if not path.is_file():
+            return cls._from_config(Path(run_dir) / CONFIG)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise damaged(path, exc) from exc
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or not {"data_root", "input_size"} <= set(data):
+            raise damaged(path, "expected a mapping with data_root and input_size")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def _from_config(cls, path: Path) -> ResolvedPlan:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            data = None
+        if not isinstance(data, dict):
+            return cls(data_root=None, input_size=None)
+        return cls(data_root=data.get("data_root"), input_size=data.get("input_size"))
