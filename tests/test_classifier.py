@@ -4,6 +4,7 @@ cross-validation and grid search against folds fitted by hand, DataFrames, vote 
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +219,25 @@ def test_image_regressor_on_vote_fractions(tmp_path: Path) -> None:
     # one output given as a 1-D y: predicted as a 1-D array, as scikit-learn does
     smooth = ImageRegressor(epochs=5, precision="fp32", project=str(tmp_path / "one"))
     assert smooth.fit(paths, y["smooth"].to_numpy()).predict(paths[:4]).shape == (4,)
+
+
+@pytest.mark.slow
+def test_int_labels_in_sets_and_unreadable_files_in_score(colors: tuple, tmp_path: Path
+                                                          ) -> None:
+    paths, labels = colors
+    codes = np.array([{"blue": 10, "green": 2, "red": 7}[c] for c in labels])
+    model = ImageClassifier(finetune="head", epochs=10, precision="fp32",
+                            project=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
+    model.fit(paths, codes)
+    # prediction sets hold the labels as fit was given them: ints, not their text
+    sets = model.predict_set(paths, coverage=0.9)
+    by_name = model.predictor_.predict_set(paths, 0.9)  # the run's own class names
+    assert sets == [[int(c) for c in names] for names in by_name]
+    assert all(type(c) is type(model.classes_[0]) for s in sets for c in s)
+    assert [s[0] for s in sets] == model.predict(paths).tolist()  # most probable first
+    # an unreadable file has no prediction: score names it instead of scoring the rest
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(Path(paths[0]).read_bytes()[:100])
+    with pytest.raises(skysort.DataError, match=f"1 of 4 image.*{re.escape(str(broken))}"):
+        model.score([*paths[:3], str(broken)], codes[:4])
+    assert model.score(paths, codes) == np.mean(model.predict(paths) == codes)

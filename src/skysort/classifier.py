@@ -35,6 +35,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from skysort.config import TrainConfig
+from skysort.data.inputs import array_labels, array_paths, as_frame
 from skysort.data.sources import LabeledImages, from_lists
 from skysort.errors import ConfigError, DataError, NotFittedError, RunError
 from skysort.prediction.predictor import Predictor
@@ -60,52 +61,6 @@ CHECKS_NOT_APPLICABLE = {
 
 class NotFittedEstimatorError(NotFittedError, SklearnNotFittedError):
     """An estimator used before ``fit``: skysort's error, and scikit-learn's."""
-
-
-def _paths(X: Any) -> tuple[list[str], Any]:
-    """Image paths from a list, array, pandas Series or one-column DataFrame, and the
-    pandas index to give predictions (None for other inputs)."""
-    pandas = hasattr(X, "iloc")  # a Series or DataFrame
-    index = X.index if pandas else None
-    columns = getattr(X, "columns", None) if pandas else None
-    if columns is not None:
-        if len(columns) != 1:
-            raise ConfigError(f"X has columns {list(columns)}; give the one column of image "
-                              "paths, e.g. X=df['path']")
-        X = X[columns[0]]
-    values = np.asarray(X, dtype=object)
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1:
-        raise ConfigError(f"X has shape {values.shape}; give a list (or one column) of image "
-                          "file paths")
-    return [str(v) for v in values], index
-
-
-def _missing(value: Any) -> bool:
-    return value is None or str(value) in ("<NA>", "NaT") or \
-        (isinstance(value, float | np.floating) and bool(np.isnan(value)))
-
-
-def _labels(y: Any, n: int) -> np.ndarray:
-    """The labels as one flat array, checked: one per path, none missing."""
-    labels = np.asarray(y).ravel()
-    if len(labels) != n:
-        raise DataError(f"{n} image paths but {len(labels)} labels; give one label per path")
-    missing = [i for i, v in enumerate(labels.tolist()) if _missing(v)]
-    if missing:
-        raise DataError(f"{len(missing)} label(s) missing (None or NaN), e.g. at position "
-                        f"{missing[0]}; give every image a label, or leave it out")
-    return labels
-
-
-def _as_frame(values: np.ndarray, columns: list[Any], index: Any) -> Any:
-    """``values`` as a DataFrame indexed like the input when the input was pandas."""
-    if index is None:
-        return values
-    import pandas as pd
-
-    return pd.DataFrame(values, index=index, columns=columns)
 
 
 class _ImageEstimator(BaseEstimator):
@@ -257,8 +212,8 @@ class ImageClassifier(ClassifierMixin, _ImageEstimator):
                 return self
             raise DataError("fit(X, y): give the labels y for the image paths X (or a data "
                             "folder as X alone)")
-        paths, _ = _paths(X)
-        labels = _labels(y, len(paths))
+        paths, _ = array_paths(X)
+        labels = array_labels(y, len(paths))
         try:
             classes = np.unique(labels)
         except TypeError:
@@ -291,14 +246,14 @@ class ImageClassifier(ClassifierMixin, _ImageEstimator):
         order; NaN rows for unreadable files. A DataFrame, indexed like ``X``, when ``X``
         is pandas."""
         predictor = self.predictor  # unfitted: say so before looking at X
-        paths, index = _paths(X)
+        paths, index = array_paths(X)
         probs = predictor.predict_proba(paths)[:, self.class_columns_]
-        return _as_frame(probs, list(self.classes_), index)
+        return as_frame(probs, list(self.classes_), index)
 
     def predict(self, X: Any) -> Any:
         """The most probable class of each file (None for an unreadable file)."""
         predictor = self.predictor
-        paths, index = _paths(X)
+        paths, index = array_paths(X)
         out = np.empty(len(paths), dtype=object)
         # The run's own decision (its threshold for binary tasks), in the labels as given.
         raw = predictor.predict(paths)
@@ -314,9 +269,29 @@ class ImageClassifier(ClassifierMixin, _ImageEstimator):
             return pd.Series(out, index=index)
         return out
 
-    def predict_set(self, X: Any, coverage: float = 0.9) -> list[list[str] | None]:
-        """Conformal prediction sets (:meth:`skysort.Predictor.predict_set`)."""
-        return self.predictor.predict_set(_paths(X)[0], coverage)  # unfitted: said first
+    def predict_set(self, X: Any, coverage: float = 0.9) -> list[list[Any] | None]:
+        """Conformal prediction sets (:meth:`skysort.Predictor.predict_set`), of labels as
+        in ``classes_`` (ints stay ints); None for an unreadable file."""
+        sets = self.predictor.predict_set(array_paths(X)[0], coverage)  # unfitted: said first
+        lookup = {str(c): c for c in self.classes_}
+        return [None if names is None else [lookup[n] for n in names] for names in sets]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy of :meth:`predict` on ``X`` against ``y``. A file that cannot be read
+        raises a DataError naming it: it has no prediction, and an accuracy over the other
+        files would pass for one over all of ``X``."""
+        from sklearn.metrics import accuracy_score
+
+        predicted = self.predict(X)
+        labels = np.asarray(predicted, dtype=object)
+        paths = array_paths(X)[0]
+        unreadable = [p for p, label in zip(paths, labels, strict=True) if label is None]
+        if unreadable:
+            raise DataError(f"score: {len(unreadable)} of {len(labels)} image(s) could not "
+                            f"be read ({', '.join(unreadable[:3])}"
+                            f"{', ...' if len(unreadable) > 3 else ''}), so have no "
+                            "prediction; remove or replace them and score again")
+        return float(accuracy_score(y, predicted, sample_weight=sample_weight))
 
 
 class ImageRegressor(RegressorMixin, _ImageEstimator):
@@ -344,7 +319,7 @@ class ImageRegressor(RegressorMixin, _ImageEstimator):
         """Trains on image paths ``X`` with fractions ``y``."""
         from skysort.tasks import galaxy_zoo_schema, load_schema
 
-        paths, _ = _paths(X)
+        paths, _ = array_paths(X)
         columns = [str(c) for c in y.columns] if hasattr(y, "columns") else []
         try:
             values = np.asarray(y, dtype=np.float64)
@@ -379,12 +354,12 @@ class ImageRegressor(RegressorMixin, _ImageEstimator):
         """``(n, k)`` fractions (obeying the tree, if any); NaN rows for unreadable files.
         A DataFrame, indexed like ``X``, when ``X`` is pandas."""
         predictor = self.predictor
-        paths, index = _paths(X)
+        paths, index = array_paths(X)
         fractions = predictor.predict(paths)
         if getattr(self, "single_output_", False):  # fitted on a 1-D y: 1-D, as scikit-learn
             return fractions[:, 0] if index is None else \
-                _as_frame(fractions, self.outputs_, index).iloc[:, 0]
-        return _as_frame(fractions, self.outputs_, index)
+                as_frame(fractions, self.outputs_, index).iloc[:, 0]
+        return as_frame(fractions, self.outputs_, index)
 
 
 def _with_schema() -> inspect.Signature:

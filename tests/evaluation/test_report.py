@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import skysort
@@ -200,3 +201,71 @@ def test_a_large_test_split_gives_a_bounded_report(galaxies: Path, tmp_path: Pat
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def false_true_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A binary run on class folders named like columns, ``false/`` and ``true/``, with one
+    truncated JPEG among them (head only, 32-pixel images)."""
+    import io
+
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("false_true")
+    rng = np.random.default_rng(3)
+    for name, level in (("false", 60), ("true", 190)):
+        (root / "data" / name).mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.normal(level, 25, (32, 32, 3)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / "data" / name / f"{i:02d}.jpg")
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 190, np.uint8)).save(buffer, "JPEG")
+    (root / "data" / "true" / "broken.jpg").write_bytes(buffer.getvalue()[:200])
+    result = skysort.train(root / "data", project=str(root / "runs"), name="ft",
+                           finetune="head", task="binary", epochs=5,
+                           cache_dir=str(root / "cache"))
+    return result.run_dir
+
+
+def test_classes_named_like_columns_report(false_true_run: Path, browser: Any) -> None:
+    run = false_true_run
+    skysort.evaluate(run, split="val")
+    for metrics_file in (run / "metrics.json", run / "metrics_val.json"):
+        metrics = json.loads(metrics_file.read_text())
+        assert metrics["classes"] == ["false", "true"]
+        predictions = metrics_file.with_name(metrics_file.stem + "_predictions.csv")
+        with open(predictions, newline="") as fh:
+            header = next(csv.reader(fh))
+        assert len(set(header)) == len(header), header
+        assert header == ["path", "true", "predicted", "prob_true", "error"]
+        rows = [r for r in _rows(predictions) if not r["error"]]
+        assert len(rows) == metrics["n"]
+        # the column is P(true): the decisions and the accuracy follow from it
+        assert all(r["predicted"] == ("true" if float(r["prob_true"]) >= 0.5 else "false")
+                   for r in rows)
+        accuracy = np.mean([r["predicted"] == r["true"] for r in rows])
+        assert accuracy == pytest.approx(metrics["model"]["accuracy"])
+        report = write_report(run, metrics_file)
+        assert report.is_file()
+        text = open_report(browser, report)["page"].inner_text("#classes")
+        assert "false" in text and "true" in text
+
+
+def test_data_table_leaves_out_unreadable_files(false_true_run: Path, browser: Any) -> None:
+    run = false_true_run
+    bad = _rows(run / "bad_files.csv")
+    assert [r["path"] for r in bad] == ["true/broken.jpg"]
+    split = {r["path"]: r["split"] for r in _rows(run / "split.csv")}
+    broken_in = split["true/broken.jpg"]
+    on_disk = {s: sum(1 for p, x in split.items() if x == s and p != "true/broken.jpg")
+               for s in ("train", "val", "test")}
+    page = open_report(browser, run / "report.html")["page"]
+    table = [row.split("\t") for row in page.locator("#data table").first
+             .locator("tr").all_inner_texts()]
+    assert table[0] == ["split", "false", "true", "images"]
+    shown = {r[0]: int(r[-1]) for r in table[1:]}
+    assert shown == on_disk
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert shown["test"] == metrics["n"]  # as many as were scored
+    assert page.inner_text("#left-out") == \
+        f"Counts of readable images: 1 unreadable {broken_in} file(s) left out (below)."

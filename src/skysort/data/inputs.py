@@ -17,10 +17,13 @@ import csv
 import glob
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from skysort.data.images import is_image_file
 from skysort.data.sources import iter_image_files
-from skysort.errors import DataError
+from skysort.errors import ConfigError, DataError
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
@@ -80,3 +83,52 @@ def _read_catalogue(path: Path, column: str) -> Iterator[Path]:
 def _resolve(base: Path, text: str) -> Path:
     p = Path(text).expanduser()
     return p if p.is_absolute() else base / p
+
+
+# -- the scikit-learn estimators' X and y ----------------------------------------------
+
+
+def array_paths(X: Any) -> tuple[list[str], Any]:
+    """Image paths from a list, array, pandas Series or one-column DataFrame, and the
+    pandas index to give predictions (None for other inputs)."""
+    pandas = hasattr(X, "iloc")  # a Series or DataFrame
+    index = X.index if pandas else None
+    columns = getattr(X, "columns", None) if pandas else None
+    if columns is not None:
+        if len(columns) != 1:
+            raise ConfigError(f"X has columns {list(columns)}; give the one column of image "
+                              "paths, e.g. X=df['path']")
+        X = X[columns[0]]
+    values = np.asarray(X, dtype=object)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise ConfigError(f"X has shape {values.shape}; give a list (or one column) of image "
+                          "file paths")
+    return [str(v) for v in values], index
+
+
+def _missing(value: Any) -> bool:
+    return value is None or str(value) in ("<NA>", "NaT") or \
+        (isinstance(value, float | np.floating) and bool(np.isnan(value)))
+
+
+def array_labels(y: Any, n: int) -> np.ndarray:
+    """The labels as one flat array, checked: one per path, none missing."""
+    labels = np.asarray(y).ravel()
+    if len(labels) != n:
+        raise DataError(f"{n} image paths but {len(labels)} labels; give one label per path")
+    missing = [i for i, v in enumerate(labels.tolist()) if _missing(v)]
+    if missing:
+        raise DataError(f"{len(missing)} label(s) missing (None or NaN), e.g. at position "
+                        f"{missing[0]}; give every image a label, or leave it out")
+    return labels
+
+
+def as_frame(values: np.ndarray, columns: list[Any], index: Any) -> Any:
+    """``values`` as a DataFrame indexed like the input when the input was pandas."""
+    if index is None:
+        return values
+    import pandas as pd
+
+    return pd.DataFrame(values, index=index, columns=columns)

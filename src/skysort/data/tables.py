@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -33,8 +32,6 @@ from skysort.data.images import image_suffix
 from skysort.data.sources import LabeledImages, iter_image_files
 from skysort.errors import ConfigError, DataError, LabelError
 from skysort.tasks import TreeSchema, table_kind, task_class
-
-_NAN_TEXT = {"", "nan", "na", "n/a", "null", "none"}
 
 
 @dataclass(frozen=True)
@@ -109,11 +106,6 @@ def sniff_delimiter(text: str) -> str:
     counts = {d: header.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] > counts[","] else ","
-
-
-def _number(text: str) -> float:
-    t = text.strip()
-    return math.nan if t.lower() in _NAN_TEXT else float(t)
 
 
 def read_csv_table(table: str | Path, images: str | Path | None = None, *,

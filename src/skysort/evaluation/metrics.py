@@ -33,11 +33,6 @@ def headline(metrics: dict[str, Any]) -> tuple[str, float | None, float | None]:
     return task_class(metrics["task"]).headline(metrics)
 
 
-def lower_is_better(metrics: dict[str, Any]) -> bool:
-    """Whether the headline of the metrics' kind is better when lower (an error)."""
-    return task_class(metrics["task"]).lower_is_better
-
-
 def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 

@@ -87,6 +87,12 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
     if metrics is None:
         raise RunError(f"{metrics_file}: no metrics to report (train the run to the end, or "
                        "run skysort evaluate first)")
+    missing = [k for k in ("task", "model", "baseline") if k not in metrics] \
+        if isinstance(metrics, dict) else ["task", "model", "baseline"]
+    if missing:
+        raise RunError(f"{metrics_file}: not a metrics file (no {', '.join(map(repr, missing))}"
+                       f" key{'s' if len(missing) > 1 else ''}); give the metrics.json or "
+                       "metrics_<name>.json that skysort train or skysort evaluate wrote")
     out = Path(output) if output else report_path(metrics_file)
     rows = _read_csv(metrics_file.with_name(metrics_file.stem + "_predictions.csv")) or []
     config = _read_yaml(run / CONFIG)
@@ -96,8 +102,8 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
     task = _task(metrics, model)
     name, value, base = task.headline(metrics)
     sections = {"classes": lambda: _classes_section(metrics, rows, root, task),
-                "labels": lambda: _labels_section(metrics, rows),
-                "fractions": lambda: _fractions_section(metrics, rows, root, model)}
+                "labels": lambda: _labels_section(metrics, rows, task),
+                "fractions": lambda: _fractions_section(metrics, rows, root, model, task)}
     context: dict[str, Any] = {
         "title": f"skysort report: {run.name}",
         "run": str(run), "kind": task.kind, "metrics": metrics,
@@ -155,19 +161,26 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _data_section(run: Path, metrics: dict[str, Any], config: dict[str, Any]
                   ) -> dict[str, Any]:
     split_rows = _read_csv(run / SPLIT)
+    bad = _read_csv(run / BAD_FILES)
+    # the images each split trained or was scored on: split.csv lists unreadable files too
+    unreadable = {r.get("path") for r in bad or []}
     counts: dict[str, Counter[str]] = {}
-    if split_rows:
-        for r in split_rows:
-            counts.setdefault(r["split"], Counter())[r["label"]] += 1
+    left_out: Counter[str] = Counter()
+    for r in split_rows or []:
+        per = counts.setdefault(r["split"], Counter())
+        if r["path"] in unreadable:
+            left_out[r["split"]] += 1
+        else:
+            per[r["label"]] += 1
     classes = sorted({c for per in counts.values() for c in per})
     single = task_class(metrics["task"]).single_label
-    bad = _read_csv(run / BAD_FILES)
     issues = _read_csv(run / LABEL_ISSUES)
     return {
         "splits": [s for s in ("train", "val", "test") if s in counts],
         "classes": classes if single else [],
         "counts": {s: dict(c) for s, c in counts.items()},
         "totals": {s: sum(c.values()) for s, c in counts.items()},
+        "left_out": {s: left_out[s] for s in ("train", "val", "test") if left_out[s]},
         "split_rule": (f"given by the data ({config.get('split_file') or 'train/val/test'})"
                        if config.get("split_file") else
                        f"by a hash of each path and seed {config.get('seed', 0)}, fractions "
@@ -245,10 +258,17 @@ def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: 
 
 def _class_probabilities(task: Task, rows: list[dict[str, str]]) -> np.ndarray:
     """One probability per class from the per-image rows (which hold the task's outputs)."""
-    names = task.output_names
-    outputs = np.array([[float(r[c]) for c in names] for r in rows],
-                       dtype=np.float64).reshape(-1, len(names))
+    columns = task.image_row_outputs()
+    outputs = np.array([[float(r[c]) for c in columns] for r in rows],
+                       dtype=np.float64).reshape(-1, len(columns))
     return task.class_probabilities(outputs)
+
+
+def _output_columns(task: Task, names: list[str]) -> dict[str, str]:
+    """Output name -> its column in the per-image rows (``prob_NAME`` where the name is
+    another column's, :meth:`Task.image_row_outputs`)."""
+    return {**{n: n for n in names},
+            **dict(zip(task.output_names, task.image_row_outputs(), strict=True))}
 
 
 def _gallery(rows: list[dict[str, str]], index: np.ndarray, root: Path, classes: list[str],
@@ -262,20 +282,24 @@ def _gallery(rows: list[dict[str, str]], index: np.ndarray, root: Path, classes:
     return items
 
 
-def _labels_section(metrics: dict[str, Any], rows: list[dict[str, str]]) -> dict[str, Any]:
+def _labels_section(metrics: dict[str, Any], rows: list[dict[str, str]], task: Task
+                    ) -> dict[str, Any]:
     labels = metrics["labels"]
+    column = _output_columns(task, labels)
     good = [r for r in rows if not r.get("error")]
     curves = [(c, np.array([float(r[f"true_{c}"]) > 0.5 for r in good]),
-               np.array([float(r[c]) for r in good])) for c in labels] if good else []
+               np.array([float(r[column[c]]) for r in good])) for c in labels] if good else []
     return {"per_label": metrics["per_label"], "macro": metrics["model"]["macro_roc_auc"],
             "curves": figure_uri(lambda f: plot_roc_pr(curves, f)) if curves else None}
 
 
 def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path,
-                       model: dict[str, Any]) -> dict[str, Any]:
+                       model: dict[str, Any], task: Task) -> dict[str, Any]:
     columns = metrics["columns"]
+    column = _output_columns(task, columns)
     good = [r for r in rows if not r.get("error")]
-    pred = np.array([[float(r[c]) for c in columns] for r in good]).reshape(-1, len(columns))
+    pred = np.array([[float(r[column[c]]) for c in columns] for r in good]
+                    ).reshape(-1, len(columns))
     true = np.array([[float(r[f"true_{c}"]) for c in columns] for r in good]
                     ).reshape(-1, len(columns))
     out: dict[str, Any] = {

@@ -30,6 +30,7 @@ from skysort.data.images import image_suffix
 from skysort.errors import ConfigError
 from skysort.models.conformal import in_sets, set_labels
 from skysort.models.info import ModelInfo
+from skysort.tasks.base import output_columns
 
 if TYPE_CHECKING:
     from skysort.prediction.predictor import PredictionOptions
@@ -77,7 +78,7 @@ class Layout:
             names = self.task.table_columns(info.target_columns)
             self.columns = [str(info.id_column), *names, *extra]
         else:
-            names = [f"prob_{c}" if c in FIXED_COLUMNS else c for c in self.task.classes]
+            names = output_columns(self.task.classes, FIXED_COLUMNS)
             self.columns = ["path", "prediction", "probability", *names, *extra, "error"]
 
     def _extra(self, probs: np.ndarray | None, top: int) -> list[Any]:

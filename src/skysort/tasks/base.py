@@ -13,7 +13,7 @@ kinds are in ``multiclass.py``, ``binary.py``, ``multilabel.py`` and ``fractions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -35,6 +35,27 @@ NAN_TEXT = frozenset({"", "nan", "na", "n/a", "null", "none"})
 
 #: A bad target found while reading a table: (row index among the rows read, what, detail).
 TargetIssue = tuple[int, str, str]
+#: The columns of an evaluation's per-image rows that are not outputs.
+ROW_COLUMNS = frozenset({"path", "true", "predicted", "error"})
+
+
+def output_columns(names: Sequence[str], fixed: Collection[str]) -> list[str]:
+    """The column of each output in a file that also has the ``fixed`` columns: its name,
+    or ``prob_NAME`` where NAME is a fixed column (a class named ``true`` or ``path``),
+    prefixed again while that is taken too, so every column name is unique. Outputs whose
+    names clash with nothing keep them, as in files written before.
+    """
+    taken = {*fixed, *names}
+    columns = []
+    for name in names:
+        column = name
+        if name in fixed:
+            column = f"prob_{name}"
+            while column in taken:
+                column = f"prob_{column}"
+            taken.add(column)
+        columns.append(column)
+    return columns
 
 
 @dataclass
@@ -227,10 +248,14 @@ class Task:
                          f"{number(metrics['baseline'].get(key), 5):>10}")
         return lines
 
+    def image_row_outputs(self) -> list[str]:
+        """The columns of the outputs in the per-image rows (:func:`output_columns`)."""
+        names = self.output_names
+        return output_columns(names, {*ROW_COLUMNS, *(f"true_{c}" for c in names)})
+
     def image_row_fields(self) -> list[str]:
         """The columns of the per-image rows of an evaluation, between path and error."""
-        names = self.output_names
-        return [*names, *(f"true_{c}" for c in names)]
+        return [*self.image_row_outputs(), *(f"true_{c}" for c in self.output_names)]
 
     def image_row_values(self, target: Any, outputs: np.ndarray | None,
                          threshold: float) -> list[str]:

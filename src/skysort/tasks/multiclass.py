@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from skysort.errors import ConfigError
-from skysort.tasks.base import NAN_TEXT, LossFn, ParsedTargets, TargetIssue, Task, register_task
+from skysort.tasks.base import (
+    NAN_TEXT,
+    ROW_COLUMNS,
+    LossFn,
+    ParsedTargets,
+    TargetIssue,
+    Task,
+    output_columns,
+    register_task,
+)
 from skysort.tasks.calibration import Calibration, best_scale, softmax_nll
 from skysort.tasks.scores import MIN_MARGIN, sk
 
@@ -121,8 +130,11 @@ class MulticlassTask(Task):
     def class_probabilities(self, outputs: np.ndarray) -> np.ndarray:
         return np.asarray(outputs)
 
+    def image_row_outputs(self) -> list[str]:
+        return output_columns(self.output_names, ROW_COLUMNS)
+
     def image_row_fields(self) -> list[str]:
-        return ["true", "predicted", *self.output_names]
+        return ["true", "predicted", *self.image_row_outputs()]
 
     def image_row_values(self, target: Any, outputs: np.ndarray | None,
                          threshold: float) -> list[str]:
