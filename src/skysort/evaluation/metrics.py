@@ -11,21 +11,11 @@ them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from skysort.evaluation.calibration import format_probability_metrics
-from skysort.tasks import Task, task_class
-
-
-def task_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray, *, threshold: float = 0.5,
-                 derived_thresholds: Sequence[float] = (0.6, 0.9)) -> dict[str, Any]:
-    """The metrics of ``task``'s kind, beside their baseline."""
-    return task.metrics(y_true, outputs, threshold=threshold,
-                        derived_thresholds=derived_thresholds)
+from skysort.tasks import task_class
 
 
 def headline(metrics: dict[str, Any]) -> tuple[str, float | None, float | None]:

@@ -58,6 +58,14 @@ def output_columns(names: Sequence[str], fixed: Collection[str]) -> list[str]:
     return columns
 
 
+def row_numbers(row: Sequence[str]) -> list[float] | None:
+    """A table row's numbers (missing values as NaN), or None when one is not a number."""
+    try:
+        return [float("nan") if v.strip().lower() in NAN_TEXT else float(v) for v in row]
+    except ValueError:
+        return None
+
+
 @dataclass
 class ParsedTargets:
     """What a task kind read from a table's target columns.
@@ -139,12 +147,12 @@ class Task:
         values = np.full((len(texts), len(columns)), np.nan)
         issues: list[TargetIssue] = []
         for j, text in enumerate(texts):
-            try:
-                values[j] = [np.nan if v.strip().lower() in NAN_TEXT else float(v)
-                             for v in text]
-            except ValueError:
+            row = row_numbers(text)
+            if row is None:
                 issues.append((j, "missing target", f"a value is not a number: "
                                                     f"{', '.join(text)}"))
+            else:
+                values[j] = row
         bad = {j for j, *_ in issues}
         for j, vector in enumerate(values):
             if j in bad:

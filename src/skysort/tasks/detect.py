@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from skysort.errors import LabelError
-from skysort.tasks.base import NAN_TEXT
+from skysort.tasks.base import NAN_TEXT, row_numbers
 from skysort.tasks.multiclass import all_numbers
 from skysort.tasks.schema import TreeSchema, galaxy_zoo_schema
 
@@ -43,16 +43,8 @@ def table_kind(columns: Sequence[str], texts: Sequence[Sequence[str]],
         schema = galaxy_zoo_schema()
     if schema is not None:
         return "fractions", schema
-    rows = [r for r in map(_numbers, texts) if r is not None]
+    rows = [r for r in map(row_numbers, texts) if r is not None]
     finite = np.array([v for row in rows for v in row if np.isfinite(v)])
     if finite.size and np.isin(finite, (0.0, 1.0)).all():
         return "multilabel", schema
     return "fractions", schema
-
-
-def _numbers(row: Sequence[str]) -> list[float] | None:
-    """A row's numbers (missing values as NaN), or None when one is not a number."""
-    try:
-        return [float("nan") if v.strip().lower() in NAN_TEXT else float(v) for v in row]
-    except ValueError:
-        return None

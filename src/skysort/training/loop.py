@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from skysort.evaluation.metrics import headline, task_metrics
 from skysort.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT
 from skysort.tasks import Task
 from skysort.training.checkpoint import load_checkpoint, save_checkpoint
@@ -132,8 +131,8 @@ def fit(stage: Stage, task: Task, progress: Progress, *, threshold: float = 0.5,
         bar.close()
         kept = s.ema.module if s.ema is not None else s.model
         val_loss, outputs = s.validate(kept)
-        name, score, _ = headline(task_metrics(task, s.val_targets, outputs,
-                                               threshold=threshold))
+        name, score, _ = task.headline(task.metrics(s.val_targets, outputs,
+                                                    threshold=threshold))
         row = {"stage": progress.stage, "epoch": epoch + 1, "train_loss": total / max(seen, 1),
                "val_loss": val_loss, f"val_{name}": score,
                "lr": s.optimizer.param_groups[-1]["lr"], "time_s": time.perf_counter() - start}
