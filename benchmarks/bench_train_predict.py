@@ -45,7 +45,20 @@ def machine() -> str:
         cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")),
                    cpu)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores, {platform.system()} {platform.machine()}"
+    return f"{cpu}, {cores} cores, {platform.system()} {platform.machine()}; {cpu_flags()}"
+
+
+def cpu_flags() -> str:
+    """The vector extensions of this CPU that matter to torch on a CPU (AVX-512, AMX)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((ln.split(":", 1)[1].split() for ln in fh if ln.startswith("flags")),
+                         [])
+    except OSError:
+        return "unknown"
+    wide = sorted(f for f in flags if f.startswith(("avx512", "amx")))
+    return ", ".join(wide) if wide else \
+        f"no AVX-512, no AMX ({'AVX2' if 'avx2' in flags else 'no AVX2'})"
 
 
 def versions() -> str:

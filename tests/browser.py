@@ -4,6 +4,7 @@ Playwright (never a downloaded browser), with checks every page of skysort must 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tempfile
 import time
@@ -15,22 +16,48 @@ import numpy as np
 import pytest
 from PIL import Image
 
-#: Debian's chromium (``apt-get install chromium``; .ci/run installs it).
-CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> Path:
+    """Debian's chromium (``apt-get install chromium``; .ci/run installs it): the file
+    ``SKYSORT_CHROMIUM`` names, else ``chromium`` on PATH, else /usr/bin/chromium."""
+    given = os.environ.get("SKYSORT_CHROMIUM")
+    return Path(given or shutil.which("chromium") or "/usr/bin/chromium")
+
+
+def in_ci() -> bool:
+    """Whether ``CI`` is set to anything but empty, 0, false, no or off."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def require_browser() -> tuple[Any, Path]:
+    """Playwright's sync API and Chromium's path. Where either is missing the browser
+    tests skip, except under CI (``CI`` set), where they must run: there it is a failure."""
+    chromium = chromium_path()
+    try:
+        import playwright.sync_api as sync_api
+    except ImportError:
+        missing = "Playwright is not installed (.ci/run installs it: pip install -e '.[dev]')"
+    else:
+        if chromium.is_file():
+            return sync_api, chromium
+        missing = (f"Debian's chromium is not at {chromium} (.ci/run installs it: apt-get "
+                   "install chromium; SKYSORT_CHROMIUM names another)")
+    if in_ci():
+        pytest.fail(f"{missing}; CI is set, so the browser tests must run", pytrace=False)
+    pytest.skip(missing)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium driven by Playwright (never a downloaded browser), fresh profile."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.is_file():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    sync_api, chromium = require_browser()
     profile = tempfile.mkdtemp(prefix="skysort-chromium-")
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), args=ARGS, headless=True,
+            profile, executable_path=str(chromium), args=ARGS, headless=True,
             viewport={"width": 1200, "height": 900})
         yield context
         context.close()

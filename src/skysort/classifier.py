@@ -284,13 +284,7 @@ class ImageClassifier(ClassifierMixin, _ImageEstimator):
 
         predicted = self.predict(X)
         labels = np.asarray(predicted, dtype=object)
-        paths = array_paths(X)[0]
-        unreadable = [p for p, label in zip(paths, labels, strict=True) if label is None]
-        if unreadable:
-            raise DataError(f"score: {len(unreadable)} of {len(labels)} image(s) could not "
-                            f"be read ({', '.join(unreadable[:3])}"
-                            f"{', ...' if len(unreadable) > 3 else ''}), so have no "
-                            "prediction; remove or replace them and score again")
+        _refuse_unreadable(array_paths(X)[0], np.array([label is not None for label in labels]))
         return float(accuracy_score(y, predicted, sample_weight=sample_weight))
 
 
@@ -360,6 +354,28 @@ class ImageRegressor(RegressorMixin, _ImageEstimator):
             return fractions[:, 0] if index is None else \
                 as_frame(fractions, self.outputs_, index).iloc[:, 0]
         return as_frame(fractions, self.outputs_, index)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """R^2 of :meth:`predict` on ``X`` against ``y``, averaged over the outputs. A file
+        that cannot be read raises a DataError naming it, as for the classifier."""
+        from sklearn.metrics import r2_score
+
+        predicted = self.predict(X)
+        values = np.asarray(predicted, dtype=np.float64)
+        values = values.reshape(len(values), -1)
+        _refuse_unreadable(array_paths(X)[0], np.asarray(~np.isnan(values).any(axis=1)))
+        return float(r2_score(y, predicted, sample_weight=sample_weight))
+
+
+def _refuse_unreadable(paths: list[str], readable: np.ndarray) -> None:
+    """Raises a DataError naming the files with no prediction (``readable`` False): a score
+    over the other files would pass for one over all of them."""
+    unreadable = [p for p, ok in zip(paths, readable, strict=True) if not ok]
+    if unreadable:
+        raise DataError(f"score: {len(unreadable)} of {len(paths)} image(s) could not be "
+                        f"read ({', '.join(unreadable[:3])}"
+                        f"{', ...' if len(unreadable) > 3 else ''}), so have no prediction; "
+                        "remove or replace them and score again")
 
 
 def _with_schema() -> inspect.Signature:

@@ -119,6 +119,18 @@ def test_the_pixel_cache_is_keyed_by_content_and_read_instead_of_decoding(
     assert len(list(cache.glob("*.npy"))) == 3
 
 
+def test_a_pixel_cache_that_cannot_be_written_still_gives_the_image(tmp_path: Path) -> None:
+    from skysort.data.transforms import EvalTransform
+
+    noise = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "a.png")
+    (tmp_path / "not-a-folder").write_text("a file where the cache folder would be")
+    pre = Preprocess(input_size=32)
+    out = EvalTransform(pre, str(tmp_path / "not-a-folder"))(tmp_path / "a.png")
+    np.testing.assert_array_equal(out, create_transform(pre)(tmp_path / "a.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "not-a-folder"]
+
+
 def test_batches_are_normalised_exactly_as_single_images() -> None:
     rng = np.random.default_rng(3)
     batch = rng.integers(0, 256, (4, 20, 24, 3), dtype=np.uint8)

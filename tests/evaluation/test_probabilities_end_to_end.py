@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 import skysort
 from skysort.data.split import read_split_csv
-from skysort.evaluation.conformal import prediction_sets
 from skysort.models.export import onnx_for_run
 from skysort.models.model import load_model
 from skysort.models.onnx import OnnxModule
@@ -73,24 +73,81 @@ def test_calibration_is_fitted_on_validation_and_changes_no_class(
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _sets_by_definition(probs: np.ndarray, scores: dict[str, list[float]],
+                        classes: list[str], c: float) -> tuple[np.ndarray, bool]:
+    """Split conformal sets as the module docstring defines them, in numpy: ``q_y`` is the
+    ``ceil((n_y + 1) c)``-th smallest validation score of class ``y``, or of all classes
+    pooled when a class has fewer than that; ``y`` is in the set when ``1 - p(y) <= q_y``.
+    Also whether the thresholds were pooled."""
+    per_class = [np.sort(scores[name]) for name in classes]
+    ranks = [int(np.ceil(round((len(s) + 1) * c, 9))) for s in per_class]
+    pooled = any(k > len(s) for k, s in zip(ranks, per_class, strict=True))
+    if pooled:
+        every = np.sort(np.concatenate(per_class))
+        q = np.full(len(classes), every[int(np.ceil(round((len(every) + 1) * c, 9))) - 1])
+    else:
+        q = np.array([s[k - 1] for s, k in zip(per_class, ranks, strict=True)])
+    return 1 - probs <= q, pooled
+
+
+def _covered_range(val: list[int], test: list[int], c: float, pooled: bool,
+                   level: float = 0.999) -> tuple[int, int]:
+    """The central ``level`` range of the number of covered test images under split
+    conformal prediction. Given its ``n`` validation scores, a threshold covers a share
+    ``Beta(k, n + 1 - k)`` of new images (``k = ceil((n + 1) c)``), so the test images it
+    covers are beta-binomial: a binomial over the ``m`` test images, widened by the noise
+    of the validation split. Per class, the classes' counts add (convolved)."""
+    groups = [(sum(val), sum(test))] if pooled else list(zip(val, test, strict=True))
+    pmf = np.ones(1)
+    for n, m in groups:
+        k = int(np.ceil(round((n + 1) * c, 9)))
+        pmf = np.convolve(pmf, stats.betabinom.pmf(np.arange(m + 1), m, k, n + 1 - k))
+    cdf = np.cumsum(pmf)
+    tail = (1 - level) / 2
+    return int(np.searchsorted(cdf, tail)), int(np.searchsorted(cdf, 1 - tail))
+
+
 def test_prediction_sets_cover_the_test_split_and_match_metrics(
-        galaxies: tuple[Path, Path]) -> None:
-    run, _ = galaxies
+        galaxies: tuple[Path, Path], tmp_path: Path) -> None:
+    run, data = galaxies
     metrics = json.loads((run / "metrics.json").read_text())
-    info = json.loads((run / "model.json").read_text())
+    scores = json.loads((run / "model.json").read_text())["conformal"]["scores"]
     classes = metrics["classes"]
     rows = read_csv(run / "metrics_predictions.csv")
     probs = np.array([[float(r[c]) for c in classes] for r in rows])
     truth = np.array([classes.index(r["true"]) for r in rows])
     n = len(rows)
+    val = [len(scores[name]) for name in classes]
+    test = [int((truth == j).sum()) for j in range(len(classes))]
+    assert n == sum(test) == metrics["n"] and min(test) >= 10
+    paths, _ = _test_paths(run, data)
     for c in (0.8, 0.9, 0.95):
         report = metrics["prediction_sets"]["by_coverage"][f"{c:g}"]
-        member = prediction_sets(probs, info["conformal"], classes, c)
-        # recomputed from the written probabilities and model.json: the same numbers
-        assert report["coverage"] == pytest.approx(member[np.arange(n), truth].mean())
-        assert report["mean_size"] == pytest.approx(member.sum(1).mean())
-        # the guarantee holds up to the sampling noise of n test images
-        assert report["coverage"] >= c - 3 * np.sqrt(c * (1 - c) / n)
+        member, pooled = _sets_by_definition(probs, scores, classes, c)
+        covered = int(member[np.arange(n), truth].sum())
+        sizes = member.sum(1)
+        # the summary in metrics.json is these per-image sets' numbers
+        assert report["mode"] == ("marginal" if pooled else "per class")
+        assert report["coverage"] == pytest.approx(covered / n)
+        assert report["mean_size"] == pytest.approx(sizes.mean())
+        # coverage near c from both sides: within the 99.9% range of split conformal's
+        # beta-binomial count of covered images
+        low, high = _covered_range(val, test, c, pooled)
+        assert low <= covered <= high, (c, covered, low, high)
+        # and bought with informative sets, not sets of every class (which cover all):
+        # at most half the classes on average, hardly ever all of them
+        assert sizes.mean() <= len(classes) / 2, (c, sizes.mean())
+        assert (sizes == len(classes)).mean() < 0.05, (c, np.bincount(sizes))
+    # the per-image sets skysort.predict writes are the ones defined above
+    written = read_predictions(skysort.predict(run, paths, tmp_path / "sets.csv", coverage=0.9,
+                                               quiet=True))
+    member, _ = _sets_by_definition(probs, scores, classes, 0.9)
+    by_path = {r["path"]: r for r in written}
+    for path, row_probs, in_set in zip(paths, probs, member, strict=True):
+        row = by_path[str(path)]
+        assert sorted(row["prediction_set"].split("|")) == sorted(
+            classes[j] for j in np.flatnonzero(in_set)), path
+        assert np.abs(np.array([float(row[c]) for c in classes]) - row_probs).max() <= 1e-5
     risk = metrics["risk_coverage"]
     assert risk["at"]["1"]["accuracy"] == pytest.approx(metrics["model"]["accuracy"])
     assert risk["at"]["0.5"]["accuracy"] >= risk["at"]["1"]["accuracy"]

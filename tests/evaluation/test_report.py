@@ -181,21 +181,68 @@ def test_evaluate_on_other_data_writes_its_own_report(galaxies: Path, tmp_path: 
     assert not re.search(r'src="(?!data:)', html)  # every image embedded
 
 
+#: What README promises of a report however large the split or many the classes: a few
+#: hundred KB (measured: 460 KB for 2,000 images in 5 classes, 620 KB in 30).
+REPORT_BYTES = 700_000
+
+
+def _repeat_rows(path: Path, n: int = 2000) -> list[dict[str, str]]:
+    """Per-image rows of ``n`` images, made from those in ``path`` repeated."""
+    rows = _rows(path)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[i % len(rows)] for i in range(n))
+    return _rows(path)
+
+
 def test_a_large_test_split_gives_a_bounded_report(galaxies: Path, tmp_path: Path) -> None:
     """Per-image rows of 2,000 images (made from the run's own, repeated): the page stays
     small because galleries are capped."""
     result = skysort.train(galaxies, project=str(tmp_path / "runs"), name="big",
                            finetune="head")
     run = result.run_dir
-    rows = _rows(run / "metrics_predictions.csv")
-    with open(run / "metrics_predictions.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for i in range(2000):
-            writer.writerow(rows[i % len(rows)])
+    _repeat_rows(run / "metrics_predictions.csv")
     html = write_report(run).read_text()
-    assert len(html.encode()) < 8 * 2**20
-    assert html.count("<figure") <= 48 + 2 * 8 * len(MIX)
+    size = len(html.encode())
+    assert size < REPORT_BYTES
+    assert html.count("<figure") <= 48 + 2 * 8 * len(MIX)  # five classes: 8 and 8 each
+    assert "Each class: its 8 most confident correct and 8 most confident wrong images." in html
+
+
+def test_many_classes_give_a_bounded_report(tmp_path: Path) -> None:
+    """30 classes (each morphology's galaxies dealt into six), every image scored and the
+    rows repeated to 2,000: two correct and two wrong per class, for the 24 classes with
+    the most mistakes (96 thumbnails), and a page of a few hundred KB."""
+    source = make_class_folders(tmp_path / "source", 48, size=64, fmt="jpg", seed=7)
+    data = tmp_path / "thirty"
+    for morphology in sorted(p.name for p in source.iterdir()):
+        files = sorted((source / morphology).glob("*.jpg"))
+        for j in range(6):
+            (data / f"{morphology}_{j}").mkdir(parents=True)
+            for f in files[8 * j:8 * j + 8]:
+                shutil.copy(f, data / f"{morphology}_{j}" / f.name)
+    run = skysort.train(data, project=str(tmp_path / "runs"), name="c30",
+                        finetune="head").run_dir
+    metrics = skysort.evaluate(run, data)
+    assert metrics["n"] == 240 and len(metrics["classes"]) == 30
+    rows = _repeat_rows(run / "metrics_thirty_predictions.csv")
+    html = write_report(run, run / "metrics_thirty.json").read_text()
+    size = len(html.encode())
+    assert size < REPORT_BYTES
+    classes = metrics["classes"]
+    mistakes = [sum((r["true"] == c) != (r["predicted"] == c) for r in rows) for c in classes]
+    shown = sorted(sorted(range(30), key=lambda c: (-mistakes[c], c))[:24])
+    headings = re.findall(r"<h3>([^<:]+): most confident correct \((\d+)\) and most "
+                          r"confident wrong \((\d+)\)</h3>", html)
+    assert [h[0] for h in headings] == [classes[c] for c in shown]
+    for (name, right, wrong) in headings:
+        assert int(right) == min(2, sum(r["true"] == r["predicted"] == name for r in rows))
+        assert int(wrong) == min(2, sum(r["predicted"] == name != r["true"] for r in rows))
+    worst = min(48, sum(r["true"] != r["predicted"] for r in rows))
+    assert html.count("<figure") == worst + sum(int(a) + int(b) for _, a, b in headings)
+    assert ("Each class: its 2 most confident correct and 2 most confident wrong images, "
+            "for 24 of 30 classes (those with the most mistakes") in html
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

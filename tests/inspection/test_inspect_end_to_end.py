@@ -236,3 +236,46 @@ def test_similar_finds_the_copies(planted: dict, tmp_path: Path) -> None:
     # from the data folder itself (no saved index) the answer is the same
     matches = skysort.find_similar(root, root / original, k=2)
     assert {m.path for m in matches} == {str(root / original), str(root / copy)}
+
+
+def test_repeated_rows_of_a_split_file_count_once(tmp_path: Path) -> None:
+    """A HiRISE split file repeats rare-class files to up-sample them: inspect counts each
+    file once (as evaluation does), finds no copy of a file in itself, and says so."""
+    from tests.conftest import write_color_folders
+
+    root = write_color_folders(tmp_path / "colors", {"red": 12, "green": 12, "blue": 4},
+                               size=40)
+    data = tmp_path / "hirise"
+    data.mkdir()
+    rows, classes = [], {"red": 0, "green": 1, "blue": 2}
+    for n, path in enumerate(sorted(root.glob("*/*.png"))):
+        name = f"{path.parent.name}_{path.name}"
+        shutil.copy(path, data / name)
+        rows.append((name, classes[path.parent.name], ("train", "val", "test")[n % 3]))
+    blue = [r for r in rows if r[1] == 2]
+    repeats = [(b[0], 2, b[2]) for b in blue] * 2 + [(blue[0][0], 2, "test" if
+                                                     blue[0][2] != "test" else "train")]
+    (data / "labels.txt").write_text("".join(f"{r[0]} {r[1]}\n" for r in rows))
+    (data / "split.txt").write_text("".join(" ".join(map(str, r)) + "\n"
+                                            for r in rows + repeats))
+    result = skysort.inspect(data, out=tmp_path / "out")
+    out, summary = tmp_path / "out", result.summary
+    assert summary["images"] == len(rows) == 28 and summary["repeated_rows"] == len(repeats)
+    images = read_csv(out / "images.csv")
+    assert sorted(r["path"] for r in images) == sorted(r[0] for r in rows)
+    assert {c: sum(v.values()) for c, v in summary["per_class"].items()} == \
+        {"0": 12, "1": 12, "2": 4}
+    assert summary["majority_baseline"]["accuracy"] == pytest.approx(12 / 28)
+    # each file keeps the split of its first row
+    assert {r["path"]: r["split"] for r in images} == {r[0]: r[2] for r in rows}
+    grouped = {r["path"] for r in read_csv(out / "duplicates.csv")}
+    assert not grouped & {b[0] for b in blue} and summary["duplicates"]["exact_groups"] == 0
+    issues = [r for r in read_csv(out / "label_issues.csv") if r["kind"] == "repeated row"]
+    assert sorted(r["id"] for r in issues) == sorted(r[0] for r in repeats)
+    assert sum("training would see it in both" in r["detail"] for r in issues) == 1
+    assert summary["label_issues"]["count"] == len(repeats)
+    page = (out / "inspect.html").read_text()
+    assert f"{len(repeats)} repeated row" in page
+    # skysort similar, from the data itself, finds each file once too
+    matches = skysort.find_similar(data, data / blue[0][0], k=4)
+    assert len({m.path for m in matches}) == 4

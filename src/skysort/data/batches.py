@@ -23,8 +23,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from skysort.data.images import read_or_reason
-from skysort.data.transforms import EvalTransform, TrainPixels
+from skysort.data.images import file_digest, read_or_reason
+from skysort.data.transforms import EvalTransform, TrainPixels, evict_pixel_cache, touch
 from skysort.device import default_workers
 
 #: ``(uint8 crops of the readable files or None, their positions, reason per other file)``
@@ -115,28 +115,50 @@ class BatchDecoder:
                            chunks(paths, self.batch_size), self.workers, crashed)
 
 
-def _warm(transform: TrainPixels, batch: list[Path]) -> dict[int, str]:
-    reasons = {}
+def _warm_one(transform: TrainPixels, path: Path) -> str:
+    """The name of ``path``'s pixel cache entry: marked used when there, else decoded
+    into it ("" without a cache: decoded only to see that it can be)."""
+    if transform.cache_dir is None:
+        transform(path)
+        return ""
+    file = transform.preprocess.pixel_file(file_digest(path), transform.cache_dir)
+    if file.is_file():
+        touch(file)
+    else:
+        transform(path)
+    return file.name
+
+
+def _warm(transform: TrainPixels, batch: list[Path]) -> tuple[dict[int, str], list[str]]:
+    reasons, names = {}, []
     for i, path in enumerate(batch):
-        _, why = read_or_reason(transform, path)
-        if why:
+        name, why = read_or_reason(partial(_warm_one, transform), path)
+        if name is None:
             reasons[i] = why
-    return reasons
+        else:
+            names.append(name)
+    return reasons, names
 
 
 def warm_pixel_cache(transform: TrainPixels, paths: Sequence[Path], workers: int,
-                     batch_size: int = 16) -> dict[int, str]:
+                     batch_size: int = 16, max_bytes: float | None = None) -> dict[int, str]:
     """Puts every file's resized pixels into ``transform``'s pixel cache (decoding in
     ``workers`` processes the files that are not there yet); returns the reason for each
-    file, by position, that cannot be read."""
+    file, by position, that cannot be read. With ``max_bytes``, the least recently used
+    entries of other files are then removed until the cache holds at most that
+    (:func:`~skysort.data.transforms.evict_pixel_cache`; never an entry of ``paths``)."""
     bad: dict[int, str] = {}
+    names: set[str] = set()
     start = 0
 
-    def crashed(batch: list[Path]) -> dict[int, str]:
-        return dict.fromkeys(range(len(batch)), CRASHED)
+    def crashed(batch: list[Path]) -> tuple[dict[int, str], list[str]]:
+        return dict.fromkeys(range(len(batch)), CRASHED), []
 
-    for batch, reasons in ordered_map(partial(_warm, transform), chunks(paths, batch_size),
-                                      workers, crashed):
+    for batch, (reasons, done) in ordered_map(partial(_warm, transform),
+                                              chunks(paths, batch_size), workers, crashed):
         bad.update({start + i: why for i, why in reasons.items()})
+        names.update(done)
         start += len(batch)
+    if max_bytes is not None and transform.cache_dir is not None:
+        evict_pixel_cache(transform.cache_dir, max_bytes, keep=names)
     return bad

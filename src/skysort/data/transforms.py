@@ -18,10 +18,11 @@ training process with a preset of :data:`AUGMENT_PRESETS` (``sky``, ``photo``, `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -206,33 +207,81 @@ class Preprocess:
         need = math.ceil(self.resize_size / self.center_fraction)
         return load_image(path, min_size=need)
 
+    def pixel_file(self, digest: str, cache_dir: str | Path) -> Path:
+        """The pixel cache entry of the file whose content hash is ``digest``: its name
+        is keyed by the content and by what of this preprocessing shapes the pixels."""
+        spec = f"{digest}|{self.resize_size}|{self.center_fraction}|{self.interpolation}"
+        return Path(cache_dir) / f"{hashlib.sha256(spec.encode()).hexdigest()[:40]}.npy"
+
     def resized(self, path: str | Path, cache_dir: str | Path | None = None) -> Image.Image:
         """The decoded image, centre-cut and resized to :attr:`resize_size` (not cropped).
 
         Training reads every image once per epoch; for a large file (a photograph of many
         megapixels) decoding costs far more than the model spends on its crop, so with
         ``cache_dir`` the resized pixels are kept there as ``.npy`` (keyed by the file's
-        content and the preprocessing) and read instead of decoding the file again.
+        content and the preprocessing) and read instead of decoding the file again; each
+        read refreshes the entry's modification time, which eviction goes by.
         """
         path = Path(path)
         file = None
         if cache_dir is not None:
-            spec = f"{file_digest(path)}|{self.resize_size}|{self.center_fraction}|" \
-                   f"{self.interpolation}"
-            file = Path(cache_dir) / f"{hashlib.sha256(spec.encode()).hexdigest()[:40]}.npy"
+            file = self.pixel_file(file_digest(path), cache_dir)
             try:
-                return Image.fromarray(np.load(file, allow_pickle=False))
+                cached = Image.fromarray(np.load(file, allow_pickle=False))
             except (OSError, ValueError):  # not cached yet, or a damaged entry: decode
                 pass
+            else:
+                touch(file)
+                return cached
         img = self.resize(self.center_cut(self.decode(path)))
-        if file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
+        if file is not None:  # whole or not at all, whoever else writes the same entry
             tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, np.asarray(img))
-            os.replace(tmp, file)
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as fh:
+                    np.save(fh, np.asarray(img))
+                os.replace(tmp, file)
+            except OSError:  # a full disk or a read-only cache: the image is still good
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
         return img
 
+
+def touch(file: Path) -> None:
+    """Records that a pixel cache entry was just used: its modification time is what
+    :func:`evict_pixel_cache` goes by (access times are often not kept: noatime,
+    relatime). An entry that vanished meanwhile, or a read-only cache, is no error."""
+    with contextlib.suppress(OSError):
+        os.utime(file)
+
+
+def evict_pixel_cache(folder: str | Path, max_bytes: float, keep: Container[str] = ()
+                      ) -> tuple[int, int]:
+    """Removes pixel cache entries of ``folder``, least recently used first, until the
+    ``.npy`` files there total at most ``max_bytes``; never one named in ``keep`` (the
+    entries of the data in use). Other processes may read, write and evict at once: an
+    entry that vanishes is counted as gone, and one removed while in use is decoded again
+    by its reader. Returns ``(entries removed, bytes removed)``."""
+    total, others = 0, []
+    for file in Path(folder).glob("*.npy"):
+        try:
+            stat = file.stat()
+        except OSError:  # evicted by another process meanwhile
+            continue
+        total += stat.st_size
+        if file.name not in keep:
+            others.append((stat.st_mtime, file.name, stat.st_size, file))
+    removed = freed = 0
+    for _, _, size, file in sorted(others):
+        if total <= max_bytes:
+            break
+        try:
+            file.unlink(missing_ok=True)
+        except OSError:  # cannot be removed (permissions): still there
+            continue
+        total -= size
+        removed, freed = removed + 1, freed + size
+    return removed, freed
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from skysort.data.dataset import DataSpec, open_dataset
 from skysort.data.sources import LabeledImages
 from skysort.data.split import read_split_csv
 from skysort.errors import ConfigError, DataError
+from skysort.evaluation.metrics import mark_held_out
 from skysort.evaluation.plots import plot_scores
 from skysort.evaluation.report import write_report_or_say_why
 from skysort.evaluation.scoring import score_images
@@ -100,7 +101,9 @@ def evaluate(run: str | Path, data: str | Path | DataSpec | None = None, *,
             for a ``sky`` run, a mirror for a ``photo`` run).
 
     Returns:
-        The metrics, with baselines and any warnings.
+        The metrics, with baselines and any warnings, and ``held_out``: false for the
+        run's own validation split (which ``split="test"`` falls back to when the run has
+        no test images) or training split, with a ``note`` saying why.
     """
     from skysort.device import resolve_device
     from skysort.models.model import load_model
@@ -126,6 +129,8 @@ def evaluate(run: str | Path, data: str | Path | DataSpec | None = None, *,
                            derived_thresholds=derived_thresholds or cfg.derived_thresholds,
                            cache_dir=cache_dir or cfg.cache_dir, workers=workers,
                            device=resolve_device(device), tta=tta)
+    # the run's val split (its stand-in for a missing test split) chose the model: said so
+    mark_held_out(metrics, Path(output), of_run=data is None)
     metrics["output"] = str(output)
     metrics["plots"] = [str(p) for p in plot_scores(metrics, Path(output))]
     page = write_report_or_say_why(run_dir, Path(output))

@@ -28,14 +28,29 @@ def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def figure_uri(draw: Callable[[Any], Any], dpi: int = 80) -> str | None:
+def figure_uri(draw: Callable[[Any], Any], dpi: int = 80, colors: int | None = None
+               ) -> str | None:
     """Runs ``draw(buffer)`` (a plot function of :mod:`skysort.evaluation.plots`, or any
     function that saves a figure to a file object) and returns the PNG as a data URI;
-    None when it drew nothing."""
+    None when it drew nothing. ``colors``: at most that many colours (a line plot keeps
+    its look in 256 at a third of the bytes; not for plots holding images)."""
     buffer = io.BytesIO()
     if draw(buffer) is None:
         return None
-    return data_uri(buffer.getvalue(), "image/png")
+    data = buffer.getvalue()
+    return data_uri(_fewer_colors(data, colors) if colors else data, "image/png")
+
+
+def _fewer_colors(png: bytes, colors: int) -> bytes:
+    from PIL import Image
+
+    image: Image.Image = Image.open(io.BytesIO(png))
+    if image.mode == "RGBA" and image.getchannel("A").getextrema() == (255, 255):
+        image = image.convert("RGB")  # opaque: median cut, which needs RGB, looks best
+    method = Image.Quantize.MEDIANCUT if image.mode == "RGB" else Image.Quantize.FASTOCTREE
+    out = io.BytesIO()
+    image.quantize(colors, method=method).save(out, format="PNG", optimize=True)
+    return min(out.getvalue(), png, key=len)
 
 
 def thumbnail_uri(path: str | Path, size: int = THUMBNAIL) -> str | None:

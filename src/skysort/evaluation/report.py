@@ -6,8 +6,10 @@ evaluation's ``metrics_<name>.json``, its per-image ``*_predictions.csv``, ``his
 ``finetune_plan.json``) and the images the per-image rows name; it needs no model, so
 ``skysort report RUN`` redraws it years later. A file a run does not have (an older
 run, a run stopped early) leaves its section out. Plots are matplotlib, galleries small
-JPEG thumbnails, all embedded (:mod:`skysort.evaluation.render`); galleries are capped,
-so a large test split still gives a small page (621 KB measured for 2,000 images).
+JPEG thumbnails, all embedded (:mod:`skysort.evaluation.render`); galleries are capped
+(:data:`GALLERY` mistakes, :data:`PER_CLASS_TOTAL` thumbnails over all classes), so a large
+test split or many classes still give a page under 1 MB. Metrics of images that chose
+the model (a run without a test split scores its validation split) say so at the top.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import json
 import os
 import platform
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from skysort._version import __version__
+from skysort.evaluation.metrics import not_held_out
 from skysort.evaluation.plots import (
     plot_fraction_agreement,
     plot_fraction_rmse,
@@ -51,8 +55,11 @@ from skysort.tasks.fractions import DERIVED_CLASSES, derived_classes
 
 #: Images per gallery at most: the worst mistakes, and each derived class.
 GALLERY = 48
-#: Per class: the most confident correct and the most confident wrong images.
+#: Per class: the most confident correct and the most confident wrong images, at most.
 PER_CLASS = 8
+#: Thumbnails of all classes' galleries together: with many classes, fewer per class (two
+#: correct and two wrong at least), and then only the classes with the most mistakes.
+PER_CLASS_TOTAL = 96
 #: Rows of bad files and label issues shown (the CSVs hold them all).
 FIRST_ROWS = 10
 
@@ -110,6 +117,7 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
         "headline": {"name": name.replace("_", " "), "value": value, "baseline": base,
                      "lower_is_better": task.lower_is_better},
         "warnings": metrics.get("warnings", []),
+        "not_held_out": not_held_out(metrics),
         "data": _data_section(run, metrics, config),
         "training": _training_section(run),
         # the sections the task's kind has (Task.report_sections); the others stay empty
@@ -119,6 +127,12 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
         "provenance": _provenance(run, metrics, config, model),
     }
     return render("report.html.j2", context, out)
+
+
+def _plot(draw: Callable[[Any], Any]) -> str | None:
+    """A plot of :mod:`skysort.evaluation.plots` in 256 colours: the same to the eye, a
+    third of the bytes."""
+    return figure_uri(draw, colors=256)
 
 
 def _task(metrics: dict[str, Any], model: dict[str, Any]) -> Task:
@@ -211,7 +225,7 @@ def _training_section(run: Path) -> dict[str, Any] | None:
     in_last = [(i, r) for i, r in enumerate(history) if str(r.get("stage", "head")) == last]
     kept = min(in_last, key=lambda ir: float(ir[1]["val_loss"]))  # the loop keeps the lowest
     plan = _read_json(run / PLAN)
-    return {"curves": figure_uri(lambda f: plot_history(history, f)),
+    return {"curves": _plot(lambda f: plot_history(history, f)),
             "stages": stages, "kept": {"stage": last, "epoch": int(kept[1]["epoch"])},
             "plan": plan}
 
@@ -236,7 +250,7 @@ def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: 
     if not good:
         return out
     which = [classes.index(c) for c in task.output_names]  # binary: the positive class
-    out["curves"] = figure_uri(lambda f: plot_roc_pr(
+    out["curves"] = _plot(lambda f: plot_roc_pr(
         [(classes[c], truth == c, probs[:, c]) for c in which], f))
     rows_idx = np.arange(len(good))
     p_true = probs[rows_idx, truth]
@@ -244,16 +258,31 @@ def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: 
     wrong = np.flatnonzero(predicted != truth)
     worst = wrong[np.argsort(p_true[wrong], kind="stable")]  # highest loss -log p(true) first
     out["worst"] = _gallery(good, worst[:GALLERY], root, classes, truth, predicted, p_pred)
-    for c, name in enumerate(classes):
+    side, shown = gallery_plan([int(((truth == c) != (predicted == c)).sum())
+                                for c in range(k)])
+    out["galleries_shown"] = {"side": side, "shown": len(shown), "classes": k}
+    for c in shown:
+        name = classes[c]
         right = np.flatnonzero((truth == c) & (predicted == c))
-        right = right[np.argsort(-p_pred[right], kind="stable")][:PER_CLASS]
+        right = right[np.argsort(-p_pred[right], kind="stable")][:side]
         mistaken = np.flatnonzero((predicted == c) & (truth != c))
-        mistaken = mistaken[np.argsort(-p_pred[mistaken], kind="stable")][:PER_CLASS]
+        mistaken = mistaken[np.argsort(-p_pred[mistaken], kind="stable")][:side]
         out["per_class_gallery"].append({
             "name": name,
             "right": _gallery(good, right, root, classes, truth, predicted, p_pred),
             "wrong": _gallery(good, mistaken, root, classes, truth, predicted, p_pred)})
     return out
+
+
+def gallery_plan(mistakes: list[int]) -> tuple[int, list[int]]:
+    """``(images per side, classes shown)`` for per-class galleries of classes with
+    ``mistakes`` (images of the class called otherwise, and others called it): at most
+    :data:`PER_CLASS` correct and as many wrong per class, :data:`PER_CLASS_TOTAL` in all;
+    when not every class fits, those with the most mistakes, shown in class order."""
+    k = len(mistakes)
+    side = min(PER_CLASS, max(2, PER_CLASS_TOTAL // max(2 * k, 1)))
+    most = sorted(range(k), key=lambda c: -mistakes[c])  # stable: ties in class order
+    return side, sorted(most[:PER_CLASS_TOTAL // (2 * side)])
 
 
 def _class_probabilities(task: Task, rows: list[dict[str, str]]) -> np.ndarray:
@@ -290,7 +319,7 @@ def _labels_section(metrics: dict[str, Any], rows: list[dict[str, str]], task: T
     curves = [(c, np.array([float(r[f"true_{c}"]) > 0.5 for r in good]),
                np.array([float(r[column[c]]) for r in good])) for c in labels] if good else []
     return {"per_label": metrics["per_label"], "macro": metrics["model"]["macro_roc_auc"],
-            "curves": figure_uri(lambda f: plot_roc_pr(curves, f)) if curves else None}
+            "curves": _plot(lambda f: plot_roc_pr(curves, f)) if curves else None}
 
 
 def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path,
@@ -305,10 +334,10 @@ def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root
     out: dict[str, Any] = {
         "per_column": metrics["per_column"], "per_question": metrics.get("per_question", {}),
         "derived": metrics.get("derived_classes", {}),
-        "bars": figure_uri(lambda f: plot_fraction_rmse(metrics, f)),
-        "scatter": figure_uri(lambda f: plot_fraction_scatter(true, pred, columns, f)) if len(good)
+        "bars": _plot(lambda f: plot_fraction_rmse(metrics, f)),
+        "scatter": _plot(lambda f: plot_fraction_scatter(true, pred, columns, f)) if len(good)
         else None,
-        "agreement": figure_uri(lambda f: plot_fraction_agreement(true, pred, f)) if len(good)
+        "agreement": _plot(lambda f: plot_fraction_agreement(true, pred, f)) if len(good)
         else None,
         "derived_gallery": [],
     }
@@ -333,8 +362,8 @@ def _probability_section(metrics: dict[str, Any]) -> dict[str, Any] | None:
         return None
     return {"calibration": cal, "risk": metrics.get("risk_coverage"),
             "sets": metrics.get("prediction_sets"),
-            "reliability": figure_uri(lambda f: plot_reliability(metrics, f)),
-            "risk_plot": figure_uri(lambda f: plot_risk_coverage(metrics, f))}
+            "reliability": _plot(lambda f: plot_reliability(metrics, f)),
+            "risk_plot": _plot(lambda f: plot_risk_coverage(metrics, f))}
 
 
 def _provenance(run: Path, metrics: dict[str, Any], config: dict[str, Any],

@@ -33,9 +33,9 @@ import numpy as np
 
 from skysort.config import TrainConfig
 from skysort.data.dataset import choose_task_kind, open_dataset
-from skysort.data.sources import LabeledImages
+from skysort.data.sources import LabeledImages, first_occurrences
 from skysort.data.split import describe_target, split_by_hash
-from skysort.data.tables import summarize_issues, write_label_issues
+from skysort.data.tables import LabelIssue, summarize_issues, write_label_issues
 from skysort.errors import DataError
 from skysort.inspection.duplicates import DuplicateGroup, DuplicatePair, find_duplicates
 from skysort.inspection.fingerprints import Fingerprints, cached_fingerprints
@@ -90,6 +90,30 @@ def _read_data(data: str | Path | LabeledImages | None, cfg: TrainConfig) -> Lab
     return open_dataset(cfg.data_spec())
 
 
+def count_once(dataset: LabeledImages) -> tuple[LabeledImages, int]:
+    """Each file once (the first of its rows), as evaluation counts it: a label file may
+    repeat rows to up-sample a rare class, and a file is no copy of itself. Returns the
+    data and how many rows were dropped; each is a ``repeated row`` label issue."""
+    keep = first_occurrences(dataset.paths)
+    if len(keep) == len(dataset):
+        return dataset, 0
+    first = {dataset.paths[i]: i for i in keep}
+    issues = list(dataset.issues)
+    for i in sorted(set(range(len(dataset))) - set(keep)):
+        j = first[dataset.paths[i]]
+        detail = [f"{dataset.relpath(dataset.paths[i])} counted once"]
+        if dataset.splits is not None and dataset.splits[i] != dataset.splits[j]:
+            detail.append(f"listed in {dataset.splits[j]} first and in {dataset.splits[i]} "
+                          "here: training would see it in both")
+        label, first_label = describe_target(dataset, i), describe_target(dataset, j)
+        if label != first_label:
+            detail.append(f"labelled {first_label} first, {label} here; the first is kept")
+        issues.append(LabelIssue("repeated row", None, dataset.ids[i], "; ".join(detail)))
+    once = dataset.subset(keep)
+    once.issues = issues
+    return once, len(dataset) - len(keep)
+
+
 def training_split(dataset: LabeledImages, cfg: TrainConfig) -> tuple[list[str], str]:
     """The split training would make, and how it was made (or why there is none)."""
     try:
@@ -123,7 +147,7 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
         cfg.workers = workers
     if device is not None:
         cfg.device = device
-    dataset = _read_data(data, cfg)
+    dataset, repeated = count_once(_read_data(data, cfg))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     splits, split_rule = training_split(dataset, cfg)
@@ -185,6 +209,7 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
     summary = _summary(dataset, cfg, splits, split_rule, labels, prints, bad, groups, pairs,
                        errors, errors_note, oddity, rel, map_method, fractions,
                        meta["embedding_key"], meta["backbone"])
+    summary["repeated_rows"] = repeated
     summary["seconds"] = round(time.perf_counter() - started, 2)
     (out / INSPECT_SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False,
                                                   default=_jsonable), encoding="utf-8")
@@ -224,8 +249,7 @@ def embed_like(paths: Sequence[Path], backbone_name: str, weights: str, input_si
     key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
     hashes = [content_hash(p) for p in paths]
     pixels = pixel_cache(pixels_for.cache_dir, pixels_for.cache_max_gb, backbone.preprocess,
-                         len(paths)) \
-        if pixels_for is not None else None
+                         list(paths), hashes) if pixels_for is not None else None
     features, bad = cached_embeddings(backbone.model, backbone.preprocess, key, list(paths),
                                       cache_dir=cache_dir, pixel_cache=pixels,
                                       workers=workers, hashes=hashes,
@@ -256,17 +280,9 @@ def _label_errors(dataset: LabeledImages, features: np.ndarray, valid: np.ndarra
         return None, f"not computed: class(es) {rare} have a single image"
     probs = out_of_fold_probabilities(features[index], labels, len(dataset.classes), seed=seed)
     found = confident_learning(labels, probs)
-    n = len(dataset)
-    full = LabelErrors(
-        probabilities=np.full((n, probs.shape[1]), np.nan), thresholds=found.thresholds,
-        suspected=np.zeros(n, bool), suggested=np.full(n, -1), score=np.full(n, np.nan),
-        joint=found.joint, estimated_errors=found.estimated_errors)
-    full.probabilities[index] = found.probabilities
-    full.suspected[index] = found.suspected
-    full.suggested[index] = found.suggested
-    full.score[index] = found.score
-    return full, (f"{int(found.suspected.sum())} suspected; about "
-                  f"{found.estimated_errors:.0f} labels estimated wrong")
+    return found.spread(index, len(dataset)), (
+        f"{int(found.suspected.sum())} suspected ({int(found.confident.sum())} confidently "
+        f"another class); about {found.estimated_errors:.0f} labels estimated wrong")
 
 
 def _fractions(dataset: LabeledImages, valid: np.ndarray) -> dict[str, Any]:
@@ -323,7 +339,7 @@ def _summary(dataset: LabeledImages, cfg: TrainConfig, splits: list[str], split_
             "groups_across_labels": sum(g.spans_labels for g in groups),
         },
         "label_errors": None if errors is None else {
-            "suspected": int(errors.suspected.sum()),
+            "suspected": int(errors.suspected.sum()), "confident": int(errors.confident.sum()),
             "estimated_errors": round(errors.estimated_errors, 1),
             "thresholds": dict(zip(dataset.classes, errors.thresholds.round(4).tolist(),
                                    strict=True)),
@@ -348,6 +364,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     lines = [f"{summary['images']} images ({summary['unreadable']} unreadable), task "
              f"{summary['task']}; splits {summary['splits']}"]
+    if summary.get("repeated_rows"):
+        lines.append(f"repeated rows: {summary['repeated_rows']}, each file counted once "
+                     "(label_issues.csv)")
     if summary.get("majority_baseline"):
         base = summary["majority_baseline"]
         lines.append(f"classes: {len(summary['classes'])}, imbalance "

@@ -7,9 +7,15 @@ Learning: Estimating Uncertainty in Dataset Labels", JAIR 70), on cached embeddi
    labelled ``j`` (the class's *self-confidence*).
 3. An image's *confident* label is the most probable class among those whose probability
    reaches that class's threshold; counting (given, confident) labels gives the
-   *confident joint*. Its off-diagonal images are the suspects: the model is confidently
+   *confident joint*. Its off-diagonal images are suspects: the model is confidently
    sure of another class than the one given.
-4. Suspects are ranked by ``p(given) / t(given)``: how far the given label's probability
+4. So is an image no class is confident about whose most probable class is not the given
+   one (the paper's ``C_confusion``, for the images the joint leaves out). With 10 labels
+   planted wrong among 180 crops of real photographs (``benchmarks/bench_label_errors.py``),
+   the joint alone held a median 8.5 of them (4 at worst, over 10 seeds: the planted
+   images' true class came out below its threshold of about 0.9), with these 10 (8 at
+   worst), 12 suspects in all.
+5. Suspects are ranked by ``p(given) / t(given)``: how far the given label's probability
    falls below what images of that class usually get (lowest first). The joint,
    calibrated to the label counts, estimates how many labels are wrong in all.
 
@@ -33,8 +39,11 @@ class LabelErrors:
     Attributes:
         probabilities: ``(n, k)`` out-of-fold class probabilities.
         thresholds: ``(k,)`` per-class thresholds (mean self-confidence).
-        suspected: ``(n,)`` bool, the off-diagonal of the confident joint.
-        suggested: ``(n,)`` the confident label (-1 where no class reaches its threshold).
+        suspected: ``(n,)`` bool: ``confident``, or no confident label and another class
+            most probable.
+        confident: ``(n,)`` bool, the off-diagonal of the confident joint.
+        suggested: ``(n,)`` the confident label; where no class reaches its threshold, the
+            most probable class for a suspect and -1 for any other image.
         score: ``(n,)`` ``p(given) / t(given)``: the lower, the more likely wrong.
         joint: ``(k, k)`` the confident joint, counts of (given, confident) labels.
         estimated_errors: labels estimated wrong in all, from the calibrated joint.
@@ -43,6 +52,7 @@ class LabelErrors:
     probabilities: np.ndarray
     thresholds: np.ndarray
     suspected: np.ndarray
+    confident: np.ndarray
     suggested: np.ndarray
     score: np.ndarray
     joint: np.ndarray
@@ -52,6 +62,19 @@ class LabelErrors:
         """Indices of the suspects, most likely wrong first."""
         index = np.flatnonzero(self.suspected)
         return index[np.argsort(self.score[index], kind="stable")]
+
+    def spread(self, index: np.ndarray, n: int) -> LabelErrors:
+        """The verdict of images ``index`` among ``n`` (the others: NaN, not suspected)."""
+        def fill(values: np.ndarray, empty: object) -> np.ndarray:
+            out = np.full((n, *values.shape[1:]), empty, dtype=values.dtype)
+            out[index] = values
+            return out
+
+        return LabelErrors(
+            probabilities=fill(self.probabilities, np.nan), thresholds=self.thresholds,
+            suspected=fill(self.suspected, False), confident=fill(self.confident, False),
+            suggested=fill(self.suggested, -1), score=fill(self.score, np.nan),
+            joint=self.joint, estimated_errors=self.estimated_errors)
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, n_classes: int, *,
@@ -96,9 +119,13 @@ def confident_learning(labels: np.ndarray, probabilities: np.ndarray) -> LabelEr
     masked = np.where(above, probabilities, -np.inf)
     suggested = np.where(above.any(axis=1), masked.argmax(axis=1), -1)
     joint = np.zeros((k, k), dtype=np.int64)
-    confident = suggested >= 0
-    np.add.at(joint, (labels[confident], suggested[confident]), 1)
-    suspected = confident & (suggested != labels)
+    sure = suggested >= 0
+    np.add.at(joint, (labels[sure], suggested[sure]), 1)
+    confident = sure & (suggested != labels)
+    likely = probabilities.argmax(axis=1)
+    unsure = ~sure & (likely != labels)
+    suspected = confident | unsure
+    suggested = np.where(unsure, likely, suggested)
     score = probabilities[np.arange(n), labels] / np.maximum(thresholds[labels], 1e-12)
     # Calibrate each row of the joint to the number of images given that label.
     given = np.bincount(labels, minlength=k).astype(float)
@@ -106,5 +133,6 @@ def confident_learning(labels: np.ndarray, probabilities: np.ndarray) -> LabelEr
     calibrated = np.divide(joint, rows, out=np.zeros((k, k)), where=rows > 0) * given[:, None]
     estimated = float(calibrated.sum() - np.trace(calibrated))
     return LabelErrors(probabilities=probabilities, thresholds=thresholds,
-                       suspected=suspected, suggested=suggested, score=score, joint=joint,
+                       suspected=suspected, confident=confident, suggested=suggested,
+                       score=score, joint=joint,
                        estimated_errors=estimated)

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from skysort.data.sources import first_occurrences
 from skysort.errors import RunError
-from skysort.inspection.inspector import embed_dataset, embed_like, training_split
+from skysort.inspection.inspector import count_once, embed_dataset, embed_like, training_split
 from skysort.inspection.similarity_index import VECTORS, Match, SimilarityIndex
 from skysort.rundir import CONFIG, SIMILAR_DIR, SPLIT
 
@@ -42,6 +43,7 @@ def load_or_build_index(source: str | Path, config: Any = None) -> SimilarityInd
         plan = ResolvedPlan.read(source)  # its data root and input size
         root = Path(plan.data_root or ".")
         rows = read_split_csv(source / SPLIT)
+        rows = [rows[i] for i in first_occurrences([root / r["path"] for r in rows])]
         paths = [root / r["path"] for r in rows]
         labels = [r["label"] for r in rows]
         features, bad, _, meta = embed_like(paths, run_cfg.backbone, run_cfg.weights,
@@ -49,7 +51,7 @@ def load_or_build_index(source: str | Path, config: Any = None) -> SimilarityInd
                                          cfg.cache_dir, cfg.workers)
     else:  # data: embedded as inspect and train embed it, so the cache serves all three
         cfg = cfg.updated({"data": str(source)})
-        dataset = open_dataset(cfg.data_spec())
+        dataset, _ = count_once(open_dataset(cfg.data_spec()))  # each file once
         paths = list(dataset.paths)
         labels = [describe_target(dataset, i) for i in range(len(dataset))]
         features, bad, _, meta = embed_dataset(cfg, dataset,

@@ -91,9 +91,9 @@ def write_label_errors(path: Path, errors: LabelErrors, dataset: LabeledImages,
                      "score": float(errors.score[i]),
                      "p_given": float(errors.probabilities[i, given]),
                      "p_suggested": float(errors.probabilities[i, suggested]),
-                     "split": splits[i]})
+                     "split": splits[i], "confident": int(errors.confident[i])})
     write_rows(path, rows, ["path", "given_label", "suggested_label", "score", "p_given",
-                            "p_suggested", "split"])
+                            "p_suggested", "split", "confident"])
 
 
 def write_oddities(path: Path, oddity: np.ndarray, rel: list[str], labels: list[str],

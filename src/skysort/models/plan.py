@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from skysort.data.images import image_size, read_or_reason
-from skysort.data.transforms import Preprocess
+from skysort.data.images import file_digest, image_size, read_or_reason
+from skysort.data.transforms import Preprocess, evict_pixel_cache, touch
 from skysort.errors import ConfigError
 from skysort.rundir import CONFIG, RESOLVED, atomic_write, damaged
 
@@ -79,24 +79,55 @@ def choose_input_size(setting: int | None, center_fraction: float, paths: Sequen
 
 
 def pixel_cache(cache_dir: str | None, cache_max_gb: float, preprocess: Preprocess,
-                n_images: int) -> Path | None:
-    """The pixel cache folder of fine-tuning, or None when ``cache_max_gb`` cannot hold it.
+                images: Sequence[str | Path] | int,
+                hashes: Sequence[str | None] | None = None) -> Path | None:
+    """The pixel cache folder of fine-tuning, with room made in it for ``images``; None
+    when ``cache_max_gb`` cannot hold them.
 
-    The estimate is the resized pixels of every image at a 3:2 aspect (uint8), beside
-    what the folder holds already; nothing is evicted (delete the folder to free it).
+    Of the files (``images``; their content hashes ``hashes`` when the caller has them),
+    those already in the cache count as had and are marked used; each missing one is
+    estimated as its resized pixels at a 3:2 aspect (uint8). When these alone exceed
+    ``cache_max_gb`` nothing is cached or removed; otherwise the least recently used
+    entries of other data are removed until the folder fits
+    (:func:`~skysort.data.transforms.evict_pixel_cache`). Given only a count of images,
+    every entry there counts as other data's.
     """
     from skysort.models.embeddings import default_cache_dir  # torch: imported when used
 
     folder = Path(cache_dir or default_cache_dir()) / "pixels"
     if cache_max_gb <= 0:
         return None
-    need = n_images * preprocess.resize_size ** 2 * 1.5 * 3
-    have = sum(f.stat().st_size for f in folder.glob("*.npy")) if folder.is_dir() else 0
-    if need + have > cache_max_gb * 1e9:
-        print(f"pixel cache: {n_images} images need about {need / 1e9:.1f} GB beside the "
-              f"{have / 1e9:.1f} GB in {folder}, over cache_max_gb={cache_max_gb}; "
-              "decoding every image every epoch", file=sys.stderr)
+    if isinstance(images, int):
+        names: set[str] = set()
+        n_images = missing = images
+    else:
+        if hashes is None:
+            hashes = [read_or_reason(file_digest, path)[0] for path in images]
+        names = {preprocess.pixel_file(h, folder).name for h in hashes if h is not None}
+        n_images = len(images)
+        missing = len(names)
+    have = 0
+    for name in names:
+        try:
+            have += (folder / name).stat().st_size
+        except OSError:  # not cached yet
+            continue
+        missing -= 1
+        touch(folder / name)
+    need = missing * preprocess.resize_size ** 2 * 1.5 * 3
+    limit = cache_max_gb * 1e9
+    if have + need > limit:
+        print(f"pixel cache: the resized pixels of {n_images} images take about "
+              f"{(have + need) / 1e9:.2g} GB, over cache_max_gb={cache_max_gb}; decoding "
+              "every image every epoch",
+              file=sys.stderr)
         return None
+    removed, freed = evict_pixel_cache(folder, limit - need, keep=names) \
+        if folder.is_dir() else (0, 0)
+    if removed:
+        print(f"pixel cache: removed the {removed} least recently used files of other data "
+              f"({freed / 1e9:.2g} GB) from {folder}, to stay within "
+              f"cache_max_gb={cache_max_gb}", file=sys.stderr)
     return folder
 
 

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from skysort.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT
+from skysort.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT, WEIGHTS_DIR
 from skysort.tasks import Task
-from skysort.training.checkpoint import load_checkpoint, save_checkpoint
+from skysort.training.checkpoint import load_checkpoint, read_state, save_checkpoint
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -103,6 +103,8 @@ def fit(stage: Stage, task: Task, progress: Progress, *, threshold: float = 0.5,
     weights = s.checkpoint_dir
     if weights:
         weights.mkdir(exist_ok=True)
+        if progress.epoch == 0:  # a best epoch of an earlier start is none of this one's
+            (weights / BEST_CHECKPOINT).unlink(missing_ok=True)
     epoch_bar = tqdm(total=s.epochs, initial=progress.epoch, unit="epoch", dynamic_ncols=True,
                      desc=f"training {progress.stage}", disable=s.batch_bars, mininterval=1)
     for epoch in range(progress.epoch, s.epochs):
@@ -166,6 +168,34 @@ def fit(stage: Stage, task: Task, progress: Progress, *, threshold: float = 0.5,
     elif best_state is not None:
         s.model.load_state_dict(best_state)
     return progress
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of what a stage can change: the trainable weights and every buffer (the
+    frozen weights stay as they are)."""
+    kept = {n for n, p in model.named_parameters() if p.requires_grad}
+    kept |= {n for n, _ in model.named_buffers()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in kept}
+
+
+def keep_validated(model: nn.Module, run_dir: Path, history: list[dict[str, Any]],
+                   before: dict[str, torch.Tensor] | None) -> list[dict[str, Any]]:
+    """After Ctrl-C while fine-tuning: says how to resume and leaves ``model`` with
+    validated weights: the best finished epoch's (``best.safetensors``), or when no epoch
+    finished, ``before`` (:func:`trainable_state` of the head stage's model), never the
+    half-updated ones. Returns the history the last checkpoint holds, or ``history``."""
+    last, best = run_dir / WEIGHTS_DIR / LAST_CHECKPOINT, run_dir / WEIGHTS_DIR / BEST_CHECKPOINT
+    if best.is_file():
+        print(f"\ninterrupted: the last finished epoch is saved in {last}; continue with "
+              f"skysort train --resume {run_dir}", file=sys.stderr)
+        load_checkpoint(best, model, restore_rng=False)
+        return list(read_state(last)["history"]) if last.is_file() else history
+    print("\ninterrupted before the first fine-tuning epoch finished: the head stage's "
+          f"model is kept; fine-tune again with skysort train --resume {run_dir}",
+          file=sys.stderr)
+    if before is not None:
+        model.load_state_dict(before, strict=False)
+    return history
 
 
 def freeze_norms(module: nn.Module) -> None:

@@ -5,14 +5,14 @@ cache) every image's embedding, and trains in up to two stages with one loop
 (:mod:`skysort.training.stages`, :mod:`skysort.training.loop`): the head on cached
 embeddings, then, when ``finetune`` asks for it, the network on augmented images. It
 keeps the best validation epoch's weights, scores them on the test split beside the
-baseline (:func:`skysort.evaluation.scoring.score_images`, as ``skysort evaluate`` does),
-and writes the run directory (:mod:`skysort.rundir`).
+baseline (:func:`skysort.evaluation.scoring.score_images`, as ``skysort evaluate`` does;
+without a test split, on the validation split, marked not held out), and writes the run
+directory (:mod:`skysort.rundir`).
 """
 
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from skysort.data.tables import summarize_issues, write_label_issues
 from skysort.device import resolve_device
 from skysort.errors import ConfigError, DataError, RunError
 from skysort.evaluation.calibration import calibrate_model
-from skysort.evaluation.metrics import format_metrics
+from skysort.evaluation.metrics import format_metrics, mark_held_out
 from skysort.evaluation.plots import plot_history, plot_scores
 from skysort.evaluation.report import write_report_or_say_why
 from skysort.evaluation.scoring import score_images
@@ -45,7 +45,6 @@ from skysort.models.model import ModelInfo, SkyModel, save_model
 from skysort.models.plan import ResolvedPlan, choose_input_size, pixel_cache, resolve_finetune
 from skysort.rundir import (
     BAD_FILES,
-    BEST_CHECKPOINT,
     CONFIG,
     CURVES_PNG,
     HISTORY,
@@ -58,9 +57,9 @@ from skysort.rundir import (
     make_run_dir,
 )
 from skysort.tasks import Task, check_balance, make_task
-from skysort.training.checkpoint import load_checkpoint, read_state
+from skysort.training.checkpoint import read_state
 from skysort.training.distributed import Distributed
-from skysort.training.loop import log_row
+from skysort.training.loop import keep_validated, log_row, trainable_state
 from skysort.training.stages import finetune_stage, head_stage, seed_everything, unfreeze
 
 
@@ -172,12 +171,14 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     interrupted = False
     if mode != "head":
         unfreeze(model, mode, stages)
+        # the head stage's validated model, kept should Ctrl-C come before an epoch finishes
+        before = trainable_state(model) if not resumable else None
         try:
             history = finetune_stage(model, backbone.preprocess, task, dataset, part, cfg, device,
                                      run_dir, log, resumable, history, ddp, pixels).history
         except KeyboardInterrupt:
             interrupted = True
-            history = _keep_best_after_interrupt(model, run_dir, history)
+            history = keep_validated(model, run_dir, history, before)
     if not ddp.main:  # the first process saves and evaluates the model
         if interrupted:
             raise KeyboardInterrupt
@@ -211,6 +212,7 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
                            used=eval_split, threshold=info.threshold,
                            derived_thresholds=cfg.derived_thresholds, cache_dir=cfg.cache_dir,
                            workers=cfg.workers, device=device, warnings=data_warnings)
+    mark_held_out(metrics, run_dir / METRICS)  # without a test split: the val split, said so
     plot_scores(metrics, run_dir / METRICS)
     write_report_or_say_why(run_dir)
     print(format_metrics(metrics, title=f"{eval_split} split: {metrics['n']} images"))
@@ -265,9 +267,9 @@ def _setup_embeddings(cfg: TrainConfig, dataset: LabeledImages, backbone: Backbo
     with ddp.main_first():
         # Fine-tuning reads the decoded pixels from the pixel cache: filled here, while
         # every image is decoded for its embedding anyway.
-        pixels = pixel_cache(cfg.cache_dir, cfg.cache_max_gb, backbone.preprocess,
-                             len(dataset)) if mode != "head" else None
         hashes = [content_hash(p) for p in dataset.paths]
+        pixels = pixel_cache(cfg.cache_dir, cfg.cache_max_gb, backbone.preprocess,
+                             dataset.paths, hashes) if mode != "head" else None
         features, bad = cached_embeddings(backbone.model, backbone.preprocess, key,
                                           dataset.paths, cache_dir=cfg.cache_dir,
                                           pixel_cache=pixels, workers=cfg.workers,
@@ -325,20 +327,6 @@ def _setup_tensorboard(run_dir: Path) -> Any:
     except ImportError:  # tensorboard is optional at run time
         return None
     return SummaryWriter(str(run_dir / TENSORBOARD))
-
-
-def _keep_best_after_interrupt(model: SkyModel, run_dir: Path,
-                               history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """After Ctrl-C while fine-tuning: says how to resume, loads the best epoch's weights
-    (when one finished) and returns the history the last checkpoint holds."""
-    last = checkpoint_path(run_dir, LAST_CHECKPOINT)
-    print(f"\ninterrupted: the last finished epoch is saved in {last}; continue with "
-          f"skysort train --resume {run_dir}", file=sys.stderr)
-    best = checkpoint_path(run_dir, BEST_CHECKPOINT)
-    if best.is_file():
-        history = read_state(last)["history"] if last.is_file() else history
-        load_checkpoint(best, model, restore_rng=False)
-    return history
 
 
 def resumed_splits(run_dir: Path, data: LabeledImages, splits: list[str], split_groups: str

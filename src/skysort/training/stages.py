@@ -239,7 +239,10 @@ def _setup_batches(preprocess: Preprocess, task: Task, data: LabeledImages,
     workers = cfg.workers
     if cache is not None:
         decoders = default_workers() if cfg.workers is None else cfg.workers
-        warm_pixel_cache(pixels, train_paths + val_paths, decoders)  # bad files: skipped below
+        # bad files: skipped below; the folder then trimmed to cache_max_gb (the estimate
+        # that made room for the data may have fallen short), never these splits' files
+        warm_pixel_cache(pixels, train_paths + val_paths, decoders,
+                         max_bytes=cfg.cache_max_gb * 1e9)
         workers = 0 if cfg.workers is None else cfg.workers
     elif workers is None:
         workers = min(default_workers(), max(1, cores - 1)) if cores > 1 else 0
