@@ -74,9 +74,10 @@ def test_galaxy_zoo_columns_are_recognised_without_a_flag(tmp_path: Path) -> Non
 
 
 def test_every_malformed_row_is_reported_and_left_out(tmp_path: Path) -> None:
-    for name in ("ok1", "ok2", "dup", "nan", "high", "low", "text", "norow"):
+    for name in ("ok1", "ok2", "ok3", "ok4", "ok5", "dup", "nan", "high", "low", "text",
+                 "norow"):
         _img(tmp_path / f"{name}.png")
-    table = _csv(tmp_path / "t.csv", """
+    rows = """
 id,p,q
 ok1,0.3,0.7
 missing,0.5,0.5
@@ -87,10 +88,16 @@ high,1.5,0.2
 low,-0.2,0.9
 text,abc,0.1
 ok2,0.6,0.4
-""")
+"""
+    # 4 of the 6 rows with an image hold bad targets: refused, not trained on 2
+    with pytest.raises(LabelError, match=r"4 of 6 rows hold targets a fractions task cannot "
+                                         r"use \(values found: .*remnant"):
+        read_csv_table(_csv(tmp_path / "most.csv", rows))
+    table = _csv(tmp_path / "t.csv", rows + "ok3,0.2,0.8\nok4,0.9,0.1\nok5,0.5,0.5\n")
     data = read_csv_table(table)
-    assert data.ids == ["ok1", "ok2"]
-    np.testing.assert_allclose(data.targets, [[0.3, 0.7], [0.6, 0.4]])
+    assert data.ids == ["ok1", "ok2", "ok3", "ok4", "ok5"]
+    np.testing.assert_allclose(data.targets, [[0.3, 0.7], [0.6, 0.4], [0.2, 0.8], [0.9, 0.1],
+                                              [0.5, 0.5]])
     got = sorted((i.kind, i.row, i.id) for i in data.issues)
     assert got == sorted([
         ("missing image", 3, "missing"),

@@ -31,7 +31,8 @@ import numpy as np
 from skysort.data.images import image_suffix
 from skysort.data.sources import LabeledImages, iter_image_files
 from skysort.errors import ConfigError, DataError, LabelError
-from skysort.tasks import TreeSchema, table_kind, task_class
+from skysort.tasks import TreeSchema, table_kind, task_class, task_kinds
+from skysort.tasks.detect import default_targets
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,10 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
     id_column = id_column or header[0]
     if id_column not in header:
         raise LabelError(f"{table}: no id column {id_column!r}; columns are {header}")
-    targets = list(targets) if targets else [h for h in header if h != id_column]
+    names: list[str] | None = None  # the answers, where count columns are named otherwise
+    if not targets:
+        schema, names, targets = default_targets(header, id_column, task, schema)
+    targets = list(targets)
     missing = [t for t in targets if t not in header]
     if missing or not targets:
         raise LabelError(f"{table}: target column(s) {missing or '(none)'} not found; "
@@ -184,9 +188,16 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
             issues.append(LabelIssue("no row", None, path.name,
                                      f"{Path(os.path.relpath(path, folder)).as_posix()} is not "
                                      f"named in {table.name}"))
-    kind, classes, values, schema, value_issues = _targets(table, targets, kept, task, schema)
+    kind, classes, values, schema, value_issues = _targets(table, names or targets, kept,
+                                                           task, schema)
     issues += value_issues
     bad_rows = {i.row for i in value_issues}
+    if len(bad_rows) > len(kept) / 2:
+        first = value_issues[0]
+        raise LabelError(f"{table}: {len(bad_rows)} of {len(kept)} rows hold targets a {kind} "
+                         f"task cannot use ({_found(kept)}; row {first.row}: {first.kind}, "
+                         f"{first.detail}); refusing to train on a remnant; check the table, "
+                         "or choose task= (auto, " + ", ".join(task_kinds()) + ")")
     keep = [j for j, (line, *_) in enumerate(kept) if line not in bad_rows]
     if not keep:
         raise LabelError(f"{table}: no usable rows ({summarize_issues(issues)}); see the "
@@ -195,9 +206,26 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
                          classes=classes, ids=[kept[j][1] for j in keep], task=kind)
     data.issues = issues
     data.id_column = id_column
-    data.target_columns = list(targets)
+    data.target_columns = list(names or targets)
     data.schema = schema
     return data
+
+
+def _found(kept: list[tuple[int, str, Path, list[str]]]) -> str:
+    """What the target cells hold, in words: how many are whole numbers, fractions between
+    0 and 1, other fractions, negative, or not numbers."""
+    kinds: Counter[str] = Counter()
+    for *_, cells in kept:
+        for cell in cells:
+            try:
+                v = float(cell)
+            except ValueError:
+                kinds["not a number"] += 1
+                continue
+            kinds["negative" if v < 0 else "whole" if v.is_integer() else
+                  "in (0, 1)" if v < 1 else "fractional above 1" if np.isfinite(v) else
+                  "not a number"] += 1
+    return "values found: " + ", ".join(f"{n} {k}" for k, n in kinds.most_common())
 
 
 def _targets(table: Path, columns: list[str], kept: list[tuple[int, str, Path, list[str]]],

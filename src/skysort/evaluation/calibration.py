@@ -25,7 +25,7 @@ import numpy as np
 from skysort.data.sources import LabeledImages
 from skysort.models.info import ModelInfo
 from skysort.tasks import Task
-from skysort.tasks.calibration import Calibration
+from skysort.tasks.calibration import MIN_CALIBRATION_IMAGES, Calibration
 from skysort.tasks.scores import number
 
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
     from skysort.models.model import SkyModel
 
-#: Fewer validation images than this: calibration is not fitted (a warning says so).
-MIN_CALIBRATION_IMAGES = 50
 #: ECE above this after calibration: a warning that probabilities are still off.
 POOR_ECE = 0.1
 BINS = 15

@@ -33,24 +33,6 @@ __all__ = ["ModelInfo", "Published", "SkyModel", "load_model", "published_runner
            "read_model_info", "save_model"]
 
 
-class CalibratedOutput(nn.Module):
-    """``layer(logits * scale + bias)``: the task's output layer after calibration."""
-
-    def __init__(self, layer: nn.Module, calibration: Calibration) -> None:
-        super().__init__()
-        self.layer = layer
-        # Not in the state dict: model.json holds the numbers, model.safetensors the weights.
-        self.register_buffer("scale", torch.tensor(calibration.scale, dtype=torch.float32),
-                             persistent=False)
-        self.register_buffer("bias", torch.tensor(calibration.bias, dtype=torch.float32),
-                             persistent=False)
-
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        scale: torch.Tensor = self.scale  # type: ignore[assignment]
-        bias: torch.Tensor = self.bias  # type: ignore[assignment]
-        return self.layer(logits * scale.to(logits) + bias.to(logits))  # device and dtype
-
-
 class SkyModel(nn.Module):
     """Backbone -> dropout + linear head -> logits; :meth:`predict` adds the output layer
     (after the calibration, when the model has one)."""
@@ -72,7 +54,7 @@ class SkyModel(nn.Module):
             raise ValueError(f"a calibration of {len(calibration.scale)} outputs does not fit "
                              f"a model of {self.task.num_outputs}")
         self.output = self.uncalibrated if calibration is None or calibration.is_identity \
-            else CalibratedOutput(self.uncalibrated, calibration)
+            else self.task.calibrated_output(self.uncalibrated, calibration)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))

@@ -108,7 +108,8 @@ class Layout:
             return [str(path), "", None, *[None] * len(self.task.classes),
                     *self._extra(None, 0), error]
         if self.table and not self.task.single_label:
-            return [file_id(path), *(round(float(v), DECIMALS) for v in outputs)]
+            values = self.task.table_values(outputs[None])[0]
+            return [file_id(path), *(round(float(v), DECIMALS) for v in values)]
         probs = self.task.class_probabilities(outputs[None])[0]
         top = int(self.task.predicted_class(outputs[None], self.info.threshold)[0])
         extra = self._extra(probs, top)

@@ -1,4 +1,4 @@
-"""Target kinds (single-label, binary, multi-label, vote fractions), the decision-tree
+"""Target kinds (single-label, binary, multi-label, vote fractions, vote counts), the decision-tree
 schema of vote fractions and its output layer, and each kind's loss, metrics and
 calibration.
 
@@ -22,13 +22,14 @@ from skysort.tasks.base import (
 )
 from skysort.tasks.binary import BinaryTask
 from skysort.tasks.calibration import Calibration
+from skysort.tasks.counts import CountsTask
 from skysort.tasks.detect import classes_kind, table_kind
 from skysort.tasks.fractions import FractionsTask
 from skysort.tasks.multiclass import MulticlassTask
 from skysort.tasks.multilabel import MultiLabelTask
 from skysort.tasks.schema import TreeSchema, galaxy_zoo_schema, load_schema
 
-__all__ = ["BinaryTask", "Calibration", "FractionsTask", "MultiLabelTask", "MulticlassTask",
-           "ParsedTargets", "Task", "TreeSchema", "check_balance", "classes_kind",
+__all__ = ["BinaryTask", "Calibration", "CountsTask", "FractionsTask", "MultiLabelTask",
+           "MulticlassTask", "ParsedTargets", "Task", "TreeSchema", "check_balance", "classes_kind",
            "galaxy_zoo_schema", "load_schema", "make_task", "register_task",
            "single_label_kinds", "table_kind", "task_class", "task_from_dict", "task_kinds"]

@@ -8,7 +8,8 @@ calibrated and what a calibration is measured on, which sections the report has,
 columns the per-image rows and the prediction files hold.
 
 Adding a kind is one subclass and ``@register_task`` (see CONTRIBUTING.md); the built-in
-kinds are in ``multiclass.py``, ``binary.py``, ``multilabel.py`` and ``fractions.py``.
+kinds are in ``multiclass.py``, ``binary.py``, ``multilabel.py``, ``fractions.py`` and
+``counts.py``.
 """
 
 from __future__ import annotations
@@ -197,6 +198,12 @@ class Task:
         """Logits -> published outputs."""
         raise NotImplementedError(f"{type(self).__name__}.output_layer")
 
+    def calibrated_output(self, layer: nn.Module, calibration: Calibration) -> nn.Module:
+        """The output ``layer`` after ``calibration``: ``layer(logits * scale + bias)``."""
+        from skysort.tasks.tree import CalibratedOutput
+
+        return CalibratedOutput(layer, calibration)
+
     def fit_statistics(self, targets: np.ndarray) -> None:
         """Records what the baselines need from the training targets."""
         self.train_counts = [len(targets)] * len(self.classes)
@@ -232,6 +239,10 @@ class Task:
     def table_columns(self, target_columns: Sequence[str] | None) -> list[str]:
         """The output columns of a prediction file for a model trained from a table."""
         return self.output_names
+
+    def table_values(self, outputs: np.ndarray) -> np.ndarray:
+        """``(n, len(table_columns))``: the values of those columns for ``(n, outputs)``."""
+        return np.asarray(outputs)
 
     # -- scores ---------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ Runtime, Ray) and the exported graph give the same calibrated probabilities:
   temperature ``T`` (``scale = 1/T``, no bias);
 * ``platt`` (Platt 1999), for a binary sigmoid: ``sigmoid(a * z + b)``;
 * ``temperature`` per label, for multi-label sigmoids;
+* ``concentration``, for vote counts: Dirichlet concentrations multiplied by one factor per
+  question (``scale``; the output layer applies it after the concentrations, not to the
+  logits: :meth:`skysort.tasks.base.Task.calibrated_output`);
 * ``none``: the identity (``calibrate=none``, vote fractions, or too few validation
   images to fit it).
 
@@ -29,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-CALIBRATION_METHODS = ("temperature", "platt", "none")
+#: Fewer readable validation images than this: no calibration (too few to fit it).
+MIN_CALIBRATION_IMAGES = 50
+CALIBRATION_METHODS = ("temperature", "platt", "concentration", "none")
 
 
 @dataclass

@@ -16,7 +16,9 @@ hangs from (``parent``; ``null`` for a root question). It is written in YAML::
 winning Kaggle Galaxy Zoo solution did: each question's answers are normalised to sum to
 one (a softmax) and multiplied by the value of the parent answer. The schema of the
 Kaggle Galaxy Zoo challenge (37 columns) is built in (:func:`galaxy_zoo_schema`), and a
-table whose columns match it is recognised without any flag.
+table whose columns match it is recognised without any flag; so are the vote-count trees of
+Galaxy Zoo 2 (:func:`gz2_schema`) and Galaxy Zoo DECaLS (:func:`gz_decals_schema`), whose
+count columns :func:`skysort.tasks.detect.count_columns` finds in a catalogue's header.
 """
 
 from __future__ import annotations
@@ -99,6 +101,24 @@ class TreeSchema:
         """True when ``columns`` are exactly this tree's answers (in any order)."""
         return sorted(columns) == sorted(self.columns)
 
+    def subtree(self, answers: Sequence[str]) -> TreeSchema | None:
+        """The questions all of whose answers are in ``answers`` and whose parent answer
+        is kept too (a catalogue with part of a tree); None when no question is complete."""
+        have = set(answers)
+        kept: list[Question] = []
+        done: set[str] = set()
+        for q in self.tree_order:
+            if set(q.answers) <= have and (q.parent is None or q.parent in done):
+                kept.append(q)
+                done.update(q.answers)
+        if not kept:
+            return None
+        order = {q.name: i for i, q in enumerate(self.questions)}
+        kept.sort(key=lambda q: order[q.name])
+        return self if len(kept) == len(self.questions) else \
+            TreeSchema(questions=kept, name=f"{self.name} ({len(kept)} questions)",
+                       id_column=self.id_column)
+
     def question_of(self, column: str) -> Question:
         return next(q for q in self.questions if column in q.answers)
 
@@ -140,13 +160,30 @@ def _topological(questions: list[Question], source: str) -> list[Question]:
     return ordered
 
 
+def _builtin(name: str) -> TreeSchema:
+    text = resources.files("skysort").joinpath(f"tasks/schemas/{name}.yaml").read_text()
+    return TreeSchema.from_dict(yaml.safe_load(text), source=name)
+
+
 def galaxy_zoo_schema() -> TreeSchema:
     """The 37-column Kaggle Galaxy Zoo challenge tree (``Class1.1`` ... ``Class11.6``)."""
-    text = resources.files("skysort").joinpath("tasks/schemas/galaxy_zoo_37.yaml").read_text()
-    return TreeSchema.from_dict(yaml.safe_load(text), source="galaxy_zoo_37")
+    return _builtin("galaxy_zoo_37")
 
 
-BUILTIN_SCHEMAS = {"galaxy_zoo_37": galaxy_zoo_schema}
+def gz2_schema() -> TreeSchema:
+    """Galaxy Zoo 2 (Willett et al. 2013), named as Hart et al. (2016) name its columns."""
+    return _builtin("gz2_hart16")
+
+
+def gz_decals_schema() -> TreeSchema:
+    """Galaxy Zoo DECaLS DR5 (Walmsley et al. 2022), named as its catalogue is."""
+    return _builtin("gz_decals_dr5")
+
+
+BUILTIN_SCHEMAS = {"galaxy_zoo_37": galaxy_zoo_schema, "gz2_hart16": gz2_schema,
+                   "gz_decals_dr5": gz_decals_schema}
+#: The built-in trees whose catalogues publish vote counts, recognised from a header.
+COUNT_SCHEMAS = ("gz_decals_dr5", "gz2_hart16")
 
 
 def load_schema(spec: str | Path) -> TreeSchema:

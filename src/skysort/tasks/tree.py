@@ -1,4 +1,5 @@
-"""The decision-tree output layer for vote fractions (see :mod:`skysort.tasks.schema`)."""
+"""Output layers: the decision tree of vote fractions (see :mod:`skysort.tasks.schema`),
+the Dirichlet concentrations of vote counts, and each kind's layer after calibration."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import torch
 from torch import nn
 
 from skysort.errors import ConfigError
+from skysort.tasks.calibration import Calibration
+from skysort.tasks.dirichlet import CONCENTRATION_RANGE
 from skysort.tasks.schema import TreeSchema
 
 
@@ -47,3 +50,47 @@ class TreeOutput(nn.Module):
             pieces.append(probs)
         order: torch.Tensor = self.order  # type: ignore[assignment]
         return torch.cat(pieces, dim=1).index_select(1, order)
+
+
+class ConcentrationOutput(nn.Module):
+    """Logits -> Dirichlet concentrations in
+    :data:`~skysort.tasks.dirichlet.CONCENTRATION_RANGE` (a scaled sigmoid), one per
+    answer, for vote counts."""
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        low, high = CONCENTRATION_RANGE
+        return low + (high - low) * torch.sigmoid(logits)
+
+
+class CalibratedOutput(nn.Module):
+    """``layer(logits * scale + bias)``: the task's output layer after calibration."""
+
+    def __init__(self, layer: nn.Module, calibration: Calibration) -> None:
+        super().__init__()
+        self.layer = layer
+        # Not in the state dict: model.json holds the numbers, model.safetensors the weights.
+        self.register_buffer("scale", torch.tensor(calibration.scale, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("bias", torch.tensor(calibration.bias, dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        scale: torch.Tensor = self.scale  # type: ignore[assignment]
+        bias: torch.Tensor = self.bias  # type: ignore[assignment]
+        return self.layer(logits * scale.to(logits) + bias.to(logits))  # device and dtype
+
+
+class ScaledConcentrations(nn.Module):
+    """``layer(logits) * scale``: Dirichlet concentrations scaled per answer (the same
+    factor for a question's answers), which widens or narrows every interval and keeps
+    every expected fraction."""
+
+    def __init__(self, layer: nn.Module, calibration: Calibration) -> None:
+        super().__init__()
+        self.layer = layer
+        self.register_buffer("scale", torch.tensor(calibration.scale, dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        scale: torch.Tensor = self.scale  # type: ignore[assignment]
+        return self.layer(logits) * scale.to(logits)
