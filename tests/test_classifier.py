@@ -41,7 +41,8 @@ OTHER = {"backbone": "tf_efficientnet_lite1", "weights": "none", "input_size": 9
 
 @pytest.mark.parametrize("cls", [ImageClassifier, ImageRegressor])
 def test_every_setting_is_a_keyword_that_clone_round_trips(cls: type) -> None:
-    settings = {**OTHER, **({"schema": "tree.yaml"} if cls is ImageRegressor else {})}
+    settings = {**OTHER, **({"schema": "tree.yaml", "task": "counts"}
+                            if cls is ImageRegressor else {})}
     assert set(inspect.signature(cls).parameters) == set(settings)
     est = cls(**settings)
     assert est.get_params() == settings
@@ -168,13 +169,15 @@ def test_cross_validation_and_grid_search_match_folds_fitted_by_hand(colors: tup
     # every fit had a run directory of its own
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == \
         ["estimator", *[f"estimator{i}" for i in range(2, 7)]]
+    # two folds for the grid (time), and one of its candidates refitted by hand
+    cv2 = StratifiedKFold(2, shuffle=True, random_state=0)
     grid = GridSearchCV(clone(est).set_params(project=str(tmp_path / "grid")),
-                        {"lr": [1e-3, 1e-2], "label_smoothing": [0.0]}, cv=cv)
+                        {"lr": [1e-3, 1e-2], "label_smoothing": [0.0]}, cv=cv2)
     grid.fit(paths, labels)
-    for i, params in enumerate(grid.cv_results_["params"]):
-        expected = np.mean([clone(est).set_params(**params).fit(X[tr], labels[tr])
-                            .score(X[te], labels[te]) for tr, te in cv.split(X, labels)])
-        assert grid.cv_results_["mean_test_score"][i] == pytest.approx(expected, abs=1e-12)
+    params = grid.cv_results_["params"][1]
+    expected = np.mean([clone(est).set_params(**params).fit(X[tr], labels[tr])
+                        .score(X[te], labels[te]) for tr, te in cv2.split(X, labels)])
+    assert grid.cv_results_["mean_test_score"][1] == pytest.approx(expected, abs=1e-12)
     assert grid.best_params_ in grid.cv_results_["params"]
     assert grid.best_estimator_.run_dir_.parent == tmp_path / "grid"
     assert grid.score(paths, labels) == grid.best_estimator_.score(paths, labels)
@@ -268,3 +271,74 @@ def test_int_labels_in_sets_and_unreadable_files_in_score(colors: tuple, tmp_pat
     with pytest.raises(skysort.DataError, match=f"1 of 4 image.*{re.escape(str(broken))}"):
         model.score([*paths[:3], str(broken)], codes[:4])
     assert model.score(paths, codes) == np.mean(model.predict(paths) == codes)
+
+
+@pytest.mark.slow
+def test_image_regressor_on_vote_counts(tmp_path: Path) -> None:
+    """task="counts": fit on vote counts, predict expected fractions, score R^2 against the
+    observed fractions; the run's prediction file has the fractions and their intervals."""
+    pd = pytest.importorskip("pandas")
+    from skysort.prediction.writers import read_predictions
+    from skysort.synth.counts import COUNT_TREE, count_answers, make_vote_count_set
+
+    images, votes, truth_csv = make_vote_count_set(tmp_path / "gz", 120, size=48, seed=5)
+    table, truth = pd.read_csv(votes), pd.read_csv(truth_csv)
+    answers = count_answers()
+    paths = [str(images / f"{i}.jpg") for i in table["iauname"]]
+    y = table[answers]  # the counts alone (totals and fractions left out)
+    with pytest.raises(skysort.DataError, match="whole numbers"):
+        ImageRegressor(task="counts").fit(paths, y + 0.5)
+    with pytest.raises(skysort.ConfigError, match="vote fractions or counts"):
+        ImageRegressor(task="multiclass").fit(paths, y)
+    est = ImageRegressor(task="counts", finetune="head", epochs=30, precision="fp32",
+                         project=str(tmp_path / "runs"))
+    assert est.fit(paths, y) is est and est.outputs_ == answers
+    task = est.predictor_.task
+    assert task.kind == "counts"
+    # the answers named as GZ DECaLS names them bring its tree: five questions, not one
+    assert [list(q.answers) for q in task.schema.questions] == \
+        [q["answers"] for q in COUNT_TREE["questions"]]
+    groups = [[answers.index(a) for a in q["answers"]] for q in COUNT_TREE["questions"]]
+
+    fractions = np.asarray(est.predict(paths), dtype=np.float64)
+    assert fractions.shape == (len(paths), len(answers))
+    assert list(est.predict(pd.Series(paths[:2])).columns) == answers
+    alpha = est.predictor_.predict_outputs(paths).astype(np.float64)  # the concentrations
+    for g in groups:  # the Dirichlet means, per question
+        np.testing.assert_allclose(fractions[:, g], alpha[:, g] / alpha[:, g].sum(1)[:, None],
+                                   atol=1e-6)
+        np.testing.assert_allclose(fractions[:, g].sum(1), 1.0, atol=1e-6)
+
+    # score: R^2 by its definition, per answer over the images whose question got votes,
+    # against the observed share of the question's votes, then averaged
+    counts = y.to_numpy(dtype=np.float64)
+    observed = np.full_like(counts, np.nan)
+    for g in groups:
+        total = counts[:, g].sum(1, keepdims=True)
+        observed[:, g] = np.where(total > 0, counts[:, g] / np.maximum(total, 1), np.nan)
+    r2 = []
+    for j in range(len(answers)):
+        asked = ~np.isnan(observed[:, j])
+        obs, fit = observed[asked, j], fractions[asked, j]
+        r2.append(1 - ((obs - fit) ** 2).sum() / ((obs - obs.mean()) ** 2).sum())
+    assert est.score(paths, y) == pytest.approx(np.mean(r2), abs=1e-6)
+    # nearer the true answer probabilities than the mean observed fractions are
+    true_p = truth[answers].to_numpy(dtype=np.float64)
+    rmse = np.sqrt(((fractions - true_p) ** 2).mean())
+    assert rmse < np.sqrt(((np.nanmean(observed, axis=0) - true_p) ** 2).mean())
+
+    # skysort predict on the estimator's run (no id column): path, fraction/lo/hi, error
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    rows = read_predictions(skysort.predict(est.run_dir_, [*paths[:4], str(broken)],
+                                            tmp_path / "p.csv", workers=0, quiet=True))
+    assert list(rows[0]) == ["path", *(f"{a}{s}" for a in answers
+                                       for s in ("_fraction", "_lo", "_hi")), "error"]
+    for row, f in zip(rows[:4], fractions[:4], strict=True):
+        assert row["error"] == ""
+        got = np.array([float(row[f"{a}_fraction"]) for a in answers])
+        np.testing.assert_allclose(got, f, atol=1e-6)
+        assert all(float(row[f"{a}_lo"]) <= float(row[f"{a}_fraction"]) <= float(row[f"{a}_hi"])
+                   for a in answers)
+    assert rows[4]["path"] == str(broken) and rows[4]["error"]
+    assert rows[4]["bar_no_fraction"] == ""

@@ -8,7 +8,7 @@ pipelines use them as any other estimator:
   ``set_params``, ``clone``); settings are checked when ``fit`` runs
   (:class:`~skysort.config.TrainConfig` raises a ConfigError naming the key);
 * ``fit(X, y)`` takes image paths (a list, an array, or a pandas column) and labels (or,
-  for the regressor, an ``(n, k)`` array or DataFrame of vote fractions), trains as
+  for the regressor, an ``(n, k)`` array or DataFrame of vote fractions or counts), trains as
   ``skysort train`` does, writes a run directory of its own under ``project`` (a new
   ``name``, ``name2``, ... for every fit, so cross-validation folds never overwrite one
   another) and returns the estimator; fitted state lives only in attributes ending in
@@ -18,8 +18,7 @@ pipelines use them as any other estimator:
   test score: scoring is the caller's, by cross-validation or ``score``;
 * ``predict_proba`` columns follow ``classes_``; ``score`` is accuracy for the classifier
   (``scoring="balanced_accuracy"`` in scikit-learn's tools for balanced accuracy) and
-  R^2 averaged over the outputs for the regressor (``scoring=
-  "neg_root_mean_squared_error"`` for RMSE);
+  R^2 of the fractions averaged over the outputs for the regressor;
 * a pandas DataFrame or Series of paths gives predictions indexed like it.
 """
 
@@ -51,8 +50,7 @@ CHECKS_NOT_APPLICABLE = {
     "check_fit_score_takes_y": "fits on a random numeric array, not image files",
     "check_estimators_overwrite_params": "fits on a random numeric array, not image files",
     "check_dont_overwrite_parameters": "fits on a random numeric array, not image files",
-    "check_estimators_fit_returns_self": "fits on a random numeric array (fit returning "
-                                         "self is tested on images)",
+    "check_estimators_fit_returns_self": "fits on a random numeric array (tested on images)",
     "check_readonly_memmap_input": "fits on a read-only numeric memmap, not image files",
     "check_n_features_in_after_fitting": "image files have no n_features_in_",
     "check_positive_only_tag_during_fit": "fits on a random numeric array, not image files",
@@ -289,55 +287,59 @@ class ImageClassifier(ClassifierMixin, _ImageEstimator):
 
 
 class ImageRegressor(RegressorMixin, _ImageEstimator):
-    """Trains on image files with vote fractions (Galaxy Zoo style) and predicts them.
+    """Trains on image files with vote fractions or counts (Galaxy Zoo style); predicts
+    fractions. ``y`` is an ``(n, k)`` array or DataFrame of fractions in [0, 1] (``task=
+    "fractions"``) or of vote counts (``task="counts"``); a DataFrame's column names name the
+    outputs (the 37 Kaggle Galaxy Zoo columns, or a built-in count tree's answers, bring
+    their tree). ``schema`` (a YAML file, see README) gives any other tree; without one
+    each fraction is a sigmoid of its own, and counts are one question.
 
-    ``y`` is an ``(n, k)`` array or DataFrame of fractions in [0, 1]; a DataFrame's column
-    names name the outputs (the 37 Kaggle Galaxy Zoo columns are recognised and their
-    decision tree used). ``schema`` (a YAML file, see README) gives any other tree; without
-    one each output is a sigmoid of its own. ``score`` is R^2 averaged over the outputs.
-
-    Args: those of :class:`ImageClassifier`, and ``schema``.
+    Args: those of :class:`ImageClassifier`, ``schema`` and ``task``.
 
     Attributes:
         outputs_: the output names (the columns of :meth:`predict`).
         run_dir_, metrics_, predictor_: as for :class:`ImageClassifier`.
     """
 
-    def __init__(self, *, schema: str | None = None, **settings: Any) -> None:
-        # Every keyword of ImageClassifier, and schema: the signature below says so to
+    def __init__(self, *, schema: str | None = None, task: str = "fractions",
+                 **settings: Any) -> None:
+        # Every keyword of ImageClassifier, schema and task: the signature below says so to
         # scikit-learn (get_params, clone) and to help().
         super().__init__(**settings)
         self.schema = schema
+        self.task = task
 
     def fit(self, X: Any, y: Any) -> ImageRegressor:
-        """Trains on image paths ``X`` with fractions ``y``."""
-        from skysort.tasks import galaxy_zoo_schema, load_schema
+        """Trains on image paths ``X`` with fractions or counts ``y``."""
+        from skysort.tasks import load_schema, task_class
 
+        if not (kind := task_class(self.task)).votes:
+            raise ConfigError(f"task={self.task!r}: ImageRegressor learns vote fractions or counts")
         paths, _ = array_paths(X)
         columns = [str(c) for c in y.columns] if hasattr(y, "columns") else []
         try:
             values = np.asarray(y, dtype=np.float64)
         except (TypeError, ValueError):
-            raise DataError("y must hold numbers: the vote fractions of each image") from None
+            raise DataError("y must hold numbers: the votes of each image") from None
         self.single_output_ = values.ndim == 1
         values = values[:, None] if values.ndim == 1 else values
         if values.ndim != 2 or len(values) != len(paths) or values.size == 0:
             raise DataError(f"y has shape {values.shape} for {len(paths)} image paths; give "
                             "one row of fractions per path")
-        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-            raise DataError("y must hold fractions in [0, 1], with no NaN or inf")
         columns = columns or [f"y{j}" for j in range(values.shape[1])]
-        schema = load_schema(self.schema) if self.schema else None
-        if schema is None and galaxy_zoo_schema().matches(columns):
-            schema = galaxy_zoo_schema()
+        for i, row in enumerate(values):
+            if out := [*kind.invalid_values(columns, row), *map(str, row[~np.isfinite(row)])]:
+                raise DataError(f"y must hold {self.task} in the range the task takes "
+                                f"({kind.value_rule}), no NaN or inf: row {i}: {out[:3]}")
+        # the user's tree, or a built-in one named as y's columns
+        schema = load_schema(self.schema) if self.schema else kind.known_tree(columns)
         if schema is not None and not schema.matches(columns):
             raise DataError(f"y's columns {columns} are not the answers of the schema "
                             f"{schema.columns}")
         images = from_lists(paths, ["0"] * len(paths))
-        data = LabeledImages(root=images.root, paths=images.paths, targets=values,
-                             classes=columns, task="fractions", target_columns=columns,
-                             schema=schema)
-        self._fit(data)
+        self._fit(LabeledImages(root=images.root, paths=images.paths, targets=values,
+                                classes=columns, task=self.task, target_columns=columns,
+                                schema=schema))
         self.outputs_ = columns
         return self
 
@@ -356,15 +358,20 @@ class ImageRegressor(RegressorMixin, _ImageEstimator):
         return as_frame(fractions, self.outputs_, index)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """R^2 of :meth:`predict` on ``X`` against ``y``, averaged over the outputs. A file
-        that cannot be read raises a DataError naming it, as for the classifier."""
+        """R^2 of :meth:`predict` on ``X`` against the fractions of ``y`` (of counts, each
+        answer's share of its question's votes) per output, over the images where they are
+        defined, then averaged. An unreadable file raises a DataError naming it."""
         from sklearn.metrics import r2_score
 
-        predicted = self.predict(X)
-        values = np.asarray(predicted, dtype=np.float64)
+        values = np.asarray(self.predict(X), dtype=np.float64)
         values = values.reshape(len(values), -1)
         _refuse_unreadable(array_paths(X)[0], np.asarray(~np.isnan(values).any(axis=1)))
-        return float(r2_score(y, predicted, sample_weight=sample_weight))
+        truth = self.predictor.task.observed_fractions(
+            np.asarray(y, dtype=np.float64).reshape(values.shape))
+        w = np.ones(len(values)) if sample_weight is None else np.asarray(sample_weight)
+        return float(np.mean([r2_score(truth[m, j], values[m, j], sample_weight=w[m])
+                              for j in range(values.shape[1])
+                              if (m := np.isfinite(truth[:, j])).sum() > 1]))
 
 
 def _refuse_unreadable(paths: list[str], readable: np.ndarray) -> None:
@@ -380,9 +387,10 @@ def _refuse_unreadable(paths: list[str], readable: np.ndarray) -> None:
 
 def _with_schema() -> inspect.Signature:
     base = inspect.signature(_ImageEstimator.__init__)
-    schema = inspect.Parameter("schema", inspect.Parameter.KEYWORD_ONLY, default=None,
-                               annotation="str | None")
-    return base.replace(parameters=[*base.parameters.values(), schema])
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                               annotation=annotation) for name, default, annotation in
+             (("schema", None, "str | None"), ("task", "fractions", "str"))]
+    return base.replace(parameters=[*base.parameters.values(), *extra])
 
 
 ImageRegressor.__init__.__signature__ = _with_schema()  # type: ignore[attr-defined]

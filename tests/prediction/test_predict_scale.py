@@ -231,3 +231,55 @@ def test_test_time_augmentation_averages_the_views(colour_run: tuple[Path, Path]
     assert (averaged.argmax(axis=1) == plain.argmax(axis=1)).all()
     assert np.abs(averaged - plain).max() < 0.1
     assert not np.array_equal(averaged, plain)  # the views were really run
+
+
+@pytest.fixture(scope="module")
+def counts_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A vote-count model (GZ DECaLS-style table, recognised with no flag) and its images."""
+    from skysort.synth.counts import make_vote_count_set
+
+    work = tmp_path_factory.mktemp("counts")
+    images, votes, _ = make_vote_count_set(work / "gz", 60, size=32, seed=6)
+    result = skysort.train(images, labels=str(votes), finetune="head", epochs=10,
+                           project=str(work / "runs"), name="n")
+    return result.run_dir, images
+
+
+def test_onnx_export_of_a_count_model_gives_torchs_concentrations(
+        counts_run: tuple[Path, Path], tmp_path: Path) -> None:
+    run, images = counts_run
+    out = export_run(run, "onnx", tmp_path / "n.onnx")
+    info = read_onnx_info(out)
+    assert info.task.kind == "counts" and info.task.tree() is not None
+    batch = _images(run, sorted(images.glob("*.jpg"))[:5])
+    model, _ = load_model(run)
+    expected = published_runner(model)(batch).astype(np.float64)
+    got = OnnxModule(out)(batch).astype(np.float64)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)  # concentrations, 1 to 101
+    np.testing.assert_allclose(info.task.fractions(got), info.task.fractions(expected),
+                               atol=1e-6)
+
+
+def test_ray_engine_gives_the_rows_of_the_single_process_predictor_for_counts(
+        counts_run: tuple[Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    run, images = counts_run
+    files = [str(p) for p in sorted(images.glob("*.jpg"))[:16]]
+    (tmp_path / "bad.jpg").write_bytes(b"")
+    inputs = [*files, str(tmp_path / "bad.jpg")]
+    single = read_predictions(skysort.predict(run, inputs, tmp_path / "single.csv",
+                                              quiet=True))
+    from skysort.prediction.ray import predict_on_ray
+
+    out = predict_on_ray(run, inputs, tmp_path / "ray_out", actors=2, batch_size=8)
+    ray_rows = [r for shard in sorted(out.glob("*.csv")) for r in read_csv(shard)]
+    assert len(ray_rows) == len(single) == 16  # the unreadable file: in the errors file
+    assert [Path(r["path"]).name for r in read_csv(tmp_path / "single_errors.csv")] == \
+        ["bad.jpg"]
+    by_id = {r["iauname"]: r for r in ray_rows}
+    for row in single:
+        other = by_id[row["iauname"]]
+        assert other.keys() == row.keys() and any(c.endswith("_hi") for c in row)
+        for c in row:
+            if c != "iauname":
+                assert abs(float(other[c]) - float(row[c])) <= 1e-6, c

@@ -182,11 +182,14 @@ def test_a_gz_decals_catalogue_is_counts_with_its_totals_and_fractions_left_asid
     np.testing.assert_array_equal(data.targets, expected)
 
 
-def test_a_gz2_hart_catalogue_is_recognised_from_its_count_columns(tmp_path: Path) -> None:
+def gz2_catalogue(folder: Path, n: int, seed: int) -> tuple[Path, list[list[object]]]:
+    """A Galaxy Zoo 2 count table named as Hart et al. (2016) name it (``_count`` columns
+    beside weights, fractions, debiased fractions and flags), for ``n`` galaxies with
+    images in ``folder/img``: ``(the table, its rows)``."""
     schema = gz2_schema()
-    rng = np.random.default_rng(8)
-    ids = [str(587722981741363294 + i) for i in range(20)]
-    _images(tmp_path / "img", ids)
+    rng = np.random.default_rng(seed)
+    ids = [str(587722981741363294 + i) for i in range(n)]
+    _images(folder / "img", ids)
     header = ["dr7objid", "total_classifications", "total_votes"]
     for a in schema.columns:
         header += [f"{a}_count", f"{a}_weight", f"{a}_fraction", f"{a}_weighted_fraction",
@@ -198,8 +201,14 @@ def test_a_gz2_hart_catalogue_is_recognised_from_its_count_columns(tmp_path: Pat
         for a in schema.columns:
             row += [c[a], c[a] * 0.9, 0.3, 0.3, 0.3, 0]
         rows.append(row)
-    _write(tmp_path / "gz2.csv", header, rows)
-    data = read_csv_table(tmp_path / "gz2.csv", tmp_path / "img")
+    _write(folder / "gz2.csv", header, rows)
+    return folder / "gz2.csv", rows
+
+
+def test_a_gz2_hart_catalogue_is_recognised_from_its_count_columns(tmp_path: Path) -> None:
+    schema = gz2_schema()
+    table, rows = gz2_catalogue(tmp_path, 20, seed=8)
+    data = read_csv_table(table, tmp_path / "img")
     assert data.task == "counts" and data.schema.name == "gz2_hart16"
     assert data.classes == schema.columns  # answers, not the "_count" columns
     assert data.targets[0].tolist() == [float(rows[0][3 + 6 * j]) for j in range(37)]

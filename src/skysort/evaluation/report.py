@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import platform
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,8 @@ from skysort.evaluation.plots import (
     plot_reliability,
     plot_risk_coverage,
     plot_roc_pr,
+    plot_vote_totals,
+    vote_histogram,
 )
 from skysort.evaluation.render import figure_uri, render, thumbnail_uri
 from skysort.evaluation.render import read_rows as _read_csv
@@ -51,6 +54,7 @@ from skysort.rundir import (
     SPLIT,
 )
 from skysort.tasks import Task, task_class, task_from_dict
+from skysort.tasks.dirichlet import question_totals
 from skysort.tasks.fractions import DERIVED_CLASSES, derived_classes
 
 #: Images per gallery at most: the worst mistakes, and each derived class.
@@ -110,7 +114,8 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
     name, value, base = task.headline(metrics)
     sections = {"classes": lambda: _classes_section(metrics, rows, root, task),
                 "labels": lambda: _labels_section(metrics, rows, task),
-                "fractions": lambda: _fractions_section(metrics, rows, root, model, task)}
+                "fractions": lambda: _fractions_section(metrics, rows, root, model, task),
+                "counts": lambda: _counts_section(metrics, rows, task)}
     context: dict[str, Any] = {
         "title": f"skysort report: {run.name}",
         "run": str(run), "kind": task.kind, "metrics": metrics,
@@ -149,8 +154,6 @@ def _task(metrics: dict[str, Any], model: dict[str, Any]) -> Task:
 def write_report_or_say_why(run: Path, metrics_path: Path | None = None) -> Path | None:
     """:func:`write_report` at the end of a run or an evaluation, whose results are written
     already: a page that cannot be drawn is said on stderr, and never fails the run."""
-    import sys
-
     try:
         return write_report(run, metrics_path)
     except Exception as exc:  # a view of files already written; they stay valid
@@ -239,7 +242,7 @@ def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: 
     pairs = sorted(((int(cm[i, j]), classes[i], classes[j]) for i in range(k) for j in range(k)
                     if i != j and cm[i, j]), reverse=True)[:8]
     good = [r for r in rows if not r.get("error")]
-    probs = _class_probabilities(task, good)
+    probs = task.class_probabilities(_matrix(good, task.image_row_outputs()))
     truth = np.array([classes.index(r["true"]) for r in good], dtype=np.int64)
     predicted = np.array([classes.index(r["predicted"]) for r in good], dtype=np.int64)
     out: dict[str, Any] = {
@@ -285,12 +288,10 @@ def gallery_plan(mistakes: list[int]) -> tuple[int, list[int]]:
     return side, sorted(most[:PER_CLASS_TOTAL // (2 * side)])
 
 
-def _class_probabilities(task: Task, rows: list[dict[str, str]]) -> np.ndarray:
-    """One probability per class from the per-image rows (which hold the task's outputs)."""
-    columns = task.image_row_outputs()
-    outputs = np.array([[float(r[c]) for c in columns] for r in rows],
-                       dtype=np.float64).reshape(-1, len(columns))
-    return task.class_probabilities(outputs)
+def _matrix(rows: list[dict[str, str]], names: list[str]) -> np.ndarray:
+    """``(rows, names)``: the per-image rows' numbers in columns ``names``."""
+    return np.array([[float(r[c]) for c in names] for r in rows],
+                    dtype=np.float64).reshape(-1, len(names))
 
 
 def _output_columns(task: Task, names: list[str]) -> dict[str, str]:
@@ -324,13 +325,10 @@ def _labels_section(metrics: dict[str, Any], rows: list[dict[str, str]], task: T
 
 def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path,
                        model: dict[str, Any], task: Task) -> dict[str, Any]:
-    columns = metrics["columns"]
-    column = _output_columns(task, columns)
+    columns, column = metrics["columns"], _output_columns(task, metrics["columns"])
     good = [r for r in rows if not r.get("error")]
-    pred = np.array([[float(r[column[c]]) for c in columns] for r in good]
-                    ).reshape(-1, len(columns))
-    true = np.array([[float(r[f"true_{c}"]) for c in columns] for r in good]
-                    ).reshape(-1, len(columns))
+    pred = _matrix(good, [column[c] for c in columns])
+    true = _matrix(good, [f"true_{c}" for c in columns])
     out: dict[str, Any] = {
         "per_column": metrics["per_column"], "per_question": metrics.get("per_question", {}),
         "derived": metrics.get("derived_classes", {}),
@@ -354,6 +352,26 @@ def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root
                            "true": DERIVED_CLASSES[int(truth[i])], "predicted": name,
                            "probability": float(pred[i].max())} for i in index]})
     return out
+
+
+def _counts_section(metrics: dict[str, Any], rows: list[dict[str, str]], task: Task
+                    ) -> dict[str, Any]:
+    """Observed against expected vote fractions (where a question has votes) and the vote
+    totals of the first root question; the scores are metrics.json's."""
+    columns, column = metrics["columns"], _output_columns(task, metrics["columns"])
+    good = [r for r in rows if not r.get("error")]
+    pred = _matrix(good, [column[c] for c in columns])
+    counts = _matrix(good, [f"true_{c}" for c in columns])
+    questions = getattr(task.tree(), "questions", [])  # counts always have a tree
+    index = {c: j for j, c in enumerate(columns)}
+    votes = question_totals(counts, [[index[a] for a in q.answers] for q in questions])
+    observed = np.divide(counts, votes, out=np.full_like(counts, np.nan), where=votes > 0)
+    root = next(q for q in questions if q.parent is None)
+    hist = vote_histogram(votes[:, index[root.answers[0]]])
+    few = metrics["votes"]["few_votes_below"]
+    return {"totals": _plot(lambda f: plot_vote_totals(hist, root.name, f, few)),
+            "scatter": _plot(lambda f: plot_fraction_scatter(
+                observed, pred, columns, f, "observed fraction")) if good else None}
 
 
 def _probability_section(metrics: dict[str, Any]) -> dict[str, Any] | None:

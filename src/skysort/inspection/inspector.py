@@ -48,7 +48,7 @@ from skysort.inspection.leakage import apply_split_groups
 from skysort.inspection.oddities import embedding_map, oddity_scores
 from skysort.inspection.page import write_inspect_page
 from skysort.inspection.similarity_index import SimilarityIndex
-from skysort.inspection.votes import agreement, derived_galaxy_zoo, tree_violations
+from skysort.inspection.votes import vote_view
 from skysort.inspection.writers import (
     write_groups,
     write_images,
@@ -70,7 +70,7 @@ from skysort.rundir import (
     SIMILAR_DIR,
     TREE_VIOLATIONS,
 )
-from skysort.tasks import task_class
+from skysort.tasks import make_task, task_class
 
 
 @dataclass
@@ -286,13 +286,14 @@ def _label_errors(dataset: LabeledImages, features: np.ndarray, valid: np.ndarra
 
 
 def _fractions(dataset: LabeledImages, valid: np.ndarray) -> dict[str, Any]:
-    values = np.asarray(dataset.targets, dtype=float)
-    columns = dataset.classes
-    violations = tree_violations(values, columns, dataset.schema)
-    for row in violations:
+    """The votes view (fractions or counts): the task's tree (a count table with none is one
+    question)."""
+    task = make_task(dataset.task, dataset.classes, dataset.schema)
+    view = vote_view(np.asarray(dataset.targets, dtype=float), dataset.classes,
+                     task.tree(), valid, counts=task.vote_counts)
+    for row in view["violations"]:
         row["path"] = dataset.relpath(dataset.paths[row["row"]])
-    return {"agreement": agreement(values[valid], columns, dataset.schema),
-            "violations": violations, "derived": derived_galaxy_zoo(values, columns)}
+    return view
 
 
 def _summary(dataset: LabeledImages, cfg: TrainConfig, splits: list[str], split_rule: str,
@@ -351,8 +352,8 @@ def _summary(dataset: LabeledImages, cfg: TrainConfig, splits: list[str], split_
                              if not np.isnan(oddity[i])]},
         "map": map_method,
         "fractions": None if fractions is None else {
-            "agreement": fractions["agreement"],
-            "violations": len(fractions["violations"]),
+            "agreement": fractions["agreement"], "questions": fractions["questions"],
+            "votes": fractions["votes"], "violations": len(fractions["violations"]),
             "derived": {t: dict(Counter(names.tolist())) for t, names in
                         (fractions["derived"] or {}).items()},
         },
@@ -380,8 +381,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary["oddities"]["top"]:
         lines.append(f"oddest images: {', '.join(summary['oddities']['top'][:3])}")
     if summary.get("fractions"):
-        lines.append(f"vote fractions: {summary['fractions']['violations']} tree "
-                     "violation(s)")
+        votes = summary["fractions"].get("votes")
+        lines.append(f"votes: {summary['fractions']['violations']} tree violation(s)" + (
+            f"; {votes['median']:g} votes per galaxy (median) on {votes['question']}"
+            if votes and votes["median"] is not None else ""))
     if summary["constant_images"]:
         lines.append(f"blank (constant) images: {len(summary['constant_images'])}")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from skysort.evaluation.plots import (
     plot_embedding_map,
     plot_image_sizes,
     plot_vote_agreement,
+    plot_vote_totals,
 )
 from skysort.evaluation.render import figure_uri, read_rows, render, thumbnail_uri
 from skysort.inspection.oddities import spread_points
@@ -115,7 +116,12 @@ def _fractions(summary: dict[str, Any], out: Path, images: list[dict[str, str]],
             paths = [r["path"] for r in images if r[key] == name]
             galleries.append({"threshold": threshold, "name": name, "count": len(paths),
                               "images": [item(p, name) for p in paths[:8]]})
+    votes = info.get("votes")  # vote counts only
     return {"agreement": info["agreement"], "derived": info["derived"],
+            "questions": info.get("questions") or [], "votes": votes,
+            "totals": figure_uri(lambda buf: plot_vote_totals(
+                votes["histogram"], votes["question"], buf, votes["few_votes_below"]))
+            if votes else None,
             "violations": (read_rows(out / TREE_VIOLATIONS) or [])[:FIRST_ROWS],
             "violation_count": info["violations"],
             "boxes": figure_uri(lambda buf: plot_vote_agreement(info["agreement"], buf)),

@@ -280,12 +280,15 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
 
 
 def print_top_k(path: Path, outputs: np.ndarray, task: Task, k: int) -> None:
-    """Prints the ``k`` most probable classes (as TensorFlow's label_image does), or the
-    outputs of a multi-label or vote-fraction model."""
+    """Prints the ``k`` most probable classes (as TensorFlow's label_image does), or what a
+    prediction file holds for a kind with no one class (e.g. vote fractions, or a count
+    model's fractions and their intervals)."""
     print(f"{path}:")
     single = task.single_label
-    values = task.class_probabilities(outputs[None])[0] if single else outputs
-    names = task.classes if single else task.output_names
+    values = task.class_probabilities(outputs[None])[0] if single else \
+        task.table_values(outputs[None])[0]
+    names = task.classes if single else task.table_columns(None)
     order = np.argsort(-values)[:k] if single else range(len(values))
+    width = max([24, *(len(n) + 2 for n in names)])
     for c in order:
-        print(f"  {names[c]:<24}{values[c]:.4f}")
+        print(f"  {names[c]:<{width}}{values[c]:.4f}")

@@ -7,7 +7,9 @@ Layouts (:class:`Layout`):
   (``GalaxyID,Class1.1,...``; ``name,invasive`` with the probability). A file that
   cannot be read cannot fill such a row; it goes to ``<output>_errors.csv``;
 * otherwise ``path,prediction,probability,<one column per class>,error``, an unreadable
-  file getting a row with its error.
+  file getting a row with its error; a kind with no one class per image (vote fractions
+  or counts fitted by :class:`~skysort.ImageRegressor`) writes ``path``, its table
+  columns (:meth:`~skysort.tasks.Task.table_columns`) and ``error``.
 
 Sinks write rows as they arrive. ``resume=True`` first reads what an earlier, interrupted
 run wrote (skipping a half-written last line) and reports those inputs as done, so a
@@ -77,6 +79,9 @@ class Layout:
         if self.table:
             names = self.task.table_columns(info.target_columns)
             self.columns = [str(info.id_column), *names, *extra]
+        elif not self.task.single_label:  # no class to name: the outputs as in a table
+            names = output_columns(self.task.table_columns(info.target_columns), FIXED_COLUMNS)
+            self.columns = ["path", *names, *extra, "error"]
         else:
             names = output_columns(self.task.classes, FIXED_COLUMNS)
             self.columns = ["path", "prediction", "probability", *names, *extra, "error"]
@@ -105,11 +110,13 @@ class Layout:
         if outputs is None or np.isnan(outputs).any():
             if self.table:
                 return None
+            if not self.task.single_label:
+                return [str(path), *[None] * (len(self.columns) - 2), error]
             return [str(path), "", None, *[None] * len(self.task.classes),
                     *self._extra(None, 0), error]
-        if self.table and not self.task.single_label:
-            values = self.task.table_values(outputs[None])[0]
-            return [file_id(path), *(round(float(v), DECIMALS) for v in values)]
+        if not self.task.single_label:
+            values = [round(float(v), DECIMALS) for v in self.task.table_values(outputs[None])[0]]
+            return [file_id(path), *values] if self.table else [str(path), *values, ""]
         probs = self.task.class_probabilities(outputs[None])[0]
         top = int(self.task.predicted_class(outputs[None], self.info.threshold)[0])
         extra = self._extra(probs, top)

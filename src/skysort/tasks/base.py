@@ -107,8 +107,10 @@ class Task:
     lower_is_better: ClassVar[bool] = False
     #: The report's sections for this kind, by name (:mod:`skysort.evaluation.report`).
     report_sections: ClassVar[tuple[str, ...]] = ()
-    #: Targets are vote fractions in a decision tree (inspect's agreement view).
+    #: Targets are votes in a decision tree (inspect's agreement view): fractions, or
+    #: counts per answer when ``vote_counts``.
     votes: ClassVar[bool] = False
+    vote_counts: ClassVar[bool] = False
     #: Numeric targets: the valid range (values outside are label issues), and what it is.
     value_range: ClassVar[tuple[float, float] | None] = None
     value_rule: ClassVar[str] = ""
@@ -182,6 +184,19 @@ class Task:
     def targets_from_text(self, labels: Sequence[str]) -> np.ndarray:
         """Targets from ``split.csv``'s label text (numbers separated by spaces)."""
         return np.array([[float(v) for v in x.split()] for x in labels], dtype=np.float32)
+
+    def tree(self) -> TreeSchema | None:
+        """The decision tree the targets follow, if any."""
+        return None
+
+    @classmethod
+    def known_tree(cls, columns: Sequence[str]) -> TreeSchema | None:
+        """A built-in tree whose answers are ``columns`` (targets given without a schema)."""
+        return None
+
+    def observed_fractions(self, targets: np.ndarray) -> np.ndarray:
+        """The targets as the fractions the outputs estimate (NaN where undefined)."""
+        return np.asarray(targets, dtype=np.float64)
 
     # -- the model ------------------------------------------------------------------------
 

@@ -23,8 +23,9 @@ from skysort.tasks.dirichlet import (
     expected_fractions,
     fit_concentrations,
     fraction_interval,
+    question_totals,
 )
-from skysort.tasks.schema import Question, TreeSchema
+from skysort.tasks.schema import BUILTIN_SCHEMAS, COUNT_SCHEMAS, Question, TreeSchema
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +63,7 @@ class CountsTask(Task):
     lower_is_better: ClassVar[bool] = True
     report_sections: ClassVar[tuple[str, ...]] = ("counts",)
     votes: ClassVar[bool] = True
+    vote_counts: ClassVar[bool] = True
     value_range: ClassVar[tuple[float, float] | None] = (0.0, float("inf"))
     value_rule: ClassVar[str] = "vote counts are whole numbers >= 0"
 
@@ -75,6 +77,24 @@ class CountsTask(Task):
     @classmethod
     def create(cls, classes: Sequence[str], schema: TreeSchema | None = None) -> Task:
         return cls(classes=list(classes), schema=schema)
+
+    def tree(self) -> TreeSchema | None:
+        return self.schema
+
+    @classmethod
+    def known_tree(cls, columns: Sequence[str]) -> TreeSchema | None:
+        """A built-in count tree (or whole questions of one) named as ``columns``."""
+        for name in COUNT_SCHEMAS:
+            tree = BUILTIN_SCHEMAS[name]().subtree(columns)
+            if tree is not None and tree.matches(columns):
+                return tree
+        return None
+
+    def observed_fractions(self, targets: np.ndarray) -> np.ndarray:
+        """Each answer's share of its question's votes; NaN where nobody answered."""
+        counts = np.asarray(targets, dtype=np.float64)
+        votes = question_totals(counts, self.groups)
+        return np.divide(counts, votes, out=np.full_like(counts, np.nan), where=votes > 0)
 
     def to_dict(self) -> dict[str, Any]:
         assert self.schema is not None

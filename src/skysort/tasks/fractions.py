@@ -13,7 +13,7 @@ import numpy as np
 
 from skysort.tasks.base import LossFn, Task, register_task
 from skysort.tasks.calibration import Calibration
-from skysort.tasks.schema import TreeSchema
+from skysort.tasks.schema import TreeSchema, galaxy_zoo_schema
 from skysort.tasks.scores import MIN_MARGIN, number, rmse
 
 if TYPE_CHECKING:
@@ -48,6 +48,13 @@ class FractionsTask(Task):
     @classmethod
     def create(cls, classes: Sequence[str], schema: TreeSchema | None = None) -> Task:
         return cls(classes=list(classes), schema=schema)
+
+    def tree(self) -> TreeSchema | None:
+        return self.schema
+
+    @classmethod
+    def known_tree(cls, columns: Sequence[str]) -> TreeSchema | None:
+        return galaxy_zoo_schema() if galaxy_zoo_schema().matches(columns) else None
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "train_mean": list(self.train_mean),

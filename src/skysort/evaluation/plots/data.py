@@ -1,5 +1,6 @@
 """The inspect page's pictures of the data before training: images per class and split,
-image sizes, the map of the embeddings, and how much volunteers agree on each answer."""
+image sizes, the map of the embeddings, how much volunteers agree on each answer, and
+how many voted on each galaxy (also in the report of a model of vote counts)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 import numpy as np
 
 from skysort.evaluation.plots.figures import finish, pyplot
+
+#: Bars of a histogram of vote totals at most (a bar per whole number of votes below).
+VOTE_BINS = 60
 
 
 def plot_class_counts(per_class: dict[str, dict[str, int]], file: Any) -> Any:
@@ -81,7 +85,9 @@ def plot_vote_agreement(rows: list[dict[str, Any]], file: Any) -> Any:
     if not stats:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(stats) + 2), 3.6), layout="constrained")
+    longest = max(len(str(s["label"])) for s in stats)  # slanted names take height too
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(stats) + 2), 2.8 + 0.06 * longest),
+                           layout="constrained")
     ax.bxp(stats, showfliers=False)
     for level in (0.6, 0.8, 0.9):
         ax.axhline(level, color="#b3261e", lw=0.6, ls=":")
@@ -89,3 +95,35 @@ def plot_vote_agreement(rows: list[dict[str, Any]], file: Any) -> Any:
     ax.set_ylim(0, 1)
     ax.tick_params(axis="x", rotation=60, labelsize=8)
     return finish(fig, file, 80, tight=False)
+
+
+def vote_histogram(totals: np.ndarray) -> dict[str, list[int]]:
+    """Galaxies per number of votes: ``{"edges": [...], "galaxies": [...]}``, a bin per
+    whole number of votes (wider bins, at most :data:`VOTE_BINS`, for larger totals); bin
+    ``i`` holds totals from ``edges[i]`` up to, not including, ``edges[i + 1]``."""
+    totals = np.asarray(totals, dtype=np.int64)
+    most = int(totals.max()) if len(totals) else 0
+    width = max(1, -(-(most + 1) // VOTE_BINS))
+    edges = np.arange(0, most + width + 1, width)
+    galaxies, _ = np.histogram(totals, bins=edges)
+    return {"edges": edges.tolist(), "galaxies": galaxies.tolist()}
+
+
+def plot_vote_totals(histogram: dict[str, list[int]], question: str, file: Any,
+                     few_below: int | None = None) -> Any:
+    """Bars of :func:`vote_histogram` (galaxies per number of votes on ``question``), with
+    the "few votes" boundary marked when given; None without galaxies."""
+    if not sum(histogram.get("galaxies", [])):
+        return None
+    plt = pyplot()
+    edges = np.asarray(histogram["edges"], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    ax.bar(edges[:-1], histogram["galaxies"], width=np.diff(edges), align="edge",
+           color="#3d6fb6", edgecolor="white", linewidth=0.4)
+    if few_below is not None:
+        ax.axvline(few_below, color="#b3261e", lw=0.8, ls=":",
+                   label=f"{few_below} votes (fewer: 'few votes')")
+        ax.legend(frameon=False, fontsize=8)
+    ax.set_xlabel(f"votes on {question} (per galaxy)")
+    ax.set_ylabel("galaxies")
+    return finish(fig, file, 80)

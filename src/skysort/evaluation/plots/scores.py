@@ -55,8 +55,9 @@ def plot_fraction_rmse(metrics: dict[str, Any], file: Any) -> Any:
 
 
 def plot_fraction_scatter(true: np.ndarray, pred: np.ndarray, columns: list[str],
-                          file: Any) -> Any:
-    """Predicted against true fraction, one small panel per column (2,000 images at most)."""
+                          file: Any, xlabel: str = "true fraction") -> Any:
+    """Predicted against true fraction, one small panel per column (2,000 images at most;
+    a NaN true value, a question nobody answered, is left out)."""
     plt = pyplot()
     n = len(columns)
     cols = min(6, n)
@@ -73,7 +74,7 @@ def plot_fraction_scatter(true: np.ndarray, pred: np.ndarray, columns: list[str]
         ax.set_ylim(0, 1)
         ax.set_title(columns[j], fontsize=7)
         ax.tick_params(labelsize=6)
-    fig.supxlabel("true fraction", fontsize=8)
+    fig.supxlabel(xlabel, fontsize=8)
     fig.supylabel("predicted", fontsize=8)
     return finish(fig, file, 70)
 
