@@ -76,7 +76,8 @@ def image_corpus(root: Path) -> dict[str, str | None]:
         "nan_inf.fits": (b"", None),
         "empty_primary.fits": (_fits(fits.PrimaryHDU(), fits.ImageHDU(sky)), None),
         "cube3.fits": (_fits(fits.PrimaryHDU(np.stack([sky, sky * 2, sky * 3]))), None),
-        "cube5.fits": (_fits(fits.PrimaryHDU(np.stack([sky] * 5))), r"is not an image"),
+        "cube5.fits": (_fits(fits.PrimaryHDU(np.stack([sky] * 5))), None),
+        "cube4d.fits": (_fits(fits.PrimaryHDU(np.stack([[sky] * 3] * 2))), r"is not an image"),
         "table_only.fits": (_fits(fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
             [fits.Column(name="x", format="E", array=np.arange(3.0))])),
             r"no HDU with 2-D image data"),

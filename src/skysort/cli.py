@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from skysort._version import __version__
 from skysort.config import AUGMENT_CHOICES
 from skysort.data.transforms import INPUT_SIZES
-from skysort.errors import SkySortError
+from skysort.errors import ConfigError, SkySortError
 from skysort.models.export import EXPORT_FORMATS
 from skysort.prediction.predictor import ENGINES
 from skysort.prediction.writers import OUTPUT_FORMATS
@@ -95,6 +95,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from skysort.prediction.ray import predict_on_ray
 
+        if args.keep_columns:
+            raise ConfigError("--keep-columns works with --engine auto, onnx or torch, not ray")
         out = predict_on_ray(args.run, args.inputs, args.output, address=args.address,
                              batch_size=args.batch_size, fmt=args.format,
                              path_column=args.path_column, actors=args.actors,
@@ -104,7 +106,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                       workers=args.workers, device=args.device, engine=args.engine,
                       top_k=args.top_k, tta=args.tta, resume=args.resume, fmt=args.format,
                       path_column=args.path_column, coverage=args.coverage,
-                      min_confidence=args.min_confidence)
+                      min_confidence=args.min_confidence, keep_columns=args.keep_columns)
     print(f"predictions written to {out}")
     return 0
 
@@ -266,13 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="label images and write a predictions CSV or Parquet")
     p.add_argument("run", help="a run directory written by skysort train")
-    p.add_argument("inputs", nargs="+",
-                   help="image files, folders, glob patterns, text files of paths (.txt) or "
-                        "CSV catalogues with a path column")
-    p.add_argument("-o", "--output", help="file to write: .csv, or .parquet (a folder of "
-                                          "parts); default RUN/predictions.csv")
-    p.add_argument("--format", choices=OUTPUT_FORMATS,
-                   help="output format (default: from the output's suffix)")
+    p.add_argument("inputs", nargs="+", help="image files, folders, glob patterns, text files "
+                   "of paths (.txt), catalogues (CSV, FITS, ECSV, VOTable, Parquet)")
+    p.add_argument("-o", "--output", help="file to write: .csv, .parquet (a folder of parts), "
+                                          ".fits or .ecsv; default RUN/predictions.csv")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, help="default: the output's suffix")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows an interrupted run wrote and label only the rest")
     p.add_argument("--engine", choices=[*ENGINES, "ray"], default="auto",
@@ -281,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address for --engine ray "
                                      "(default: a local Ray instance)")
     p.add_argument("--actors", type=at_least(1), help="model replicas for --engine ray")
-    p.add_argument("--path-column", default="path", help="path column of a CSV catalogue")
+    p.add_argument("--path-column", default="path", help="path column of a catalogue")
+    p.add_argument("--keep-columns", type=lambda s: s.replace(" ", "").split(","), default=[],
+                   metavar="COLS", help="catalogue columns to copy into every row, e.g. ra,dec")
     p.add_argument("--top-k", type=at_least(1), default=5, help="classes printed for one image")
     p.add_argument("--coverage", type=float, metavar="C",
                    help="add each image's conformal prediction set: the classes that hold "

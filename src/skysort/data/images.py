@@ -8,9 +8,9 @@ One function, :func:`load_image`, turns a file into a ``PIL.Image`` in mode ``RG
 * 16-bit and floating-point images are scaled by their own range, never truncated to
   8 bits: grey ones through Pillow, RGB(A) ones (which Pillow would cut to their high
   byte, turning 12-bit data nearly black) through tifffile and pypng.
-* FITS (``.fits``, ``.fit``, ``.fts``, optionally gzipped) through astropy: the first HDU
-  with 2-D data (or a 3-plane cube, read as RGB); NaN and inf are replaced, and an asinh
-  stretch over robust percentiles maps the data to display range.
+* FITS (``.fits``, ``.fit``, ``.fts``, optionally gzipped) through astropy, in
+  :mod:`skysort.data.fits`: the bands of a cube or of one image extension each, ordered
+  blue to red by their header names, in one Lupton asinh composite that keeps colours.
 
 A file that cannot be read raises :class:`~skysort.errors.ImageError` with the reason, so
 callers can skip it, list it in ``bad_files.csv`` and go on.
@@ -27,6 +27,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from skysort.data.fits import describe_fits, load_fits
 from skysort.errors import ImageError
 
 PIL_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
@@ -36,10 +37,6 @@ IMAGE_EXTENSIONS = PIL_EXTENSIONS | FITS_EXTENSIONS
 #: Images with more pixels than this are refused (a decompression bomb, or a mosaic that
 #: needs tiling before classification). 20k x 20k, a little above Pillow's warning level.
 MAX_PIXELS = 400_000_000
-
-#: Percentiles of the finite pixel values that the FITS asinh stretch maps to 0 and 1.
-FITS_PERCENTILES = (0.5, 99.8)
-
 
 def image_suffix(path: str | Path) -> str:
     """The lower-case extension of ``path``, with ``.gz`` kept for FITS (``.fits.gz``)."""
@@ -77,7 +74,7 @@ def load_image(path: str | Path, min_size: int | None = None) -> Image.Image:
     except OSError as exc:
         raise ImageError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
     if image_suffix(path) in FITS_EXTENSIONS:
-        return _load_fits(path)
+        return load_fits(path, MAX_PIXELS)
     return _load_pil(path, min_size)
 
 
@@ -133,21 +130,7 @@ def describe_image(path: str | Path) -> dict[str, object]:
     :func:`load_image`."""
     path = Path(path)
     if image_suffix(path) in FITS_EXTENSIONS:
-        from astropy.io import fits
-
-        try:
-            with fits.open(path, memmap=False) as hdus:
-                hdu = next((h for h in hdus if h.is_image and len(h.shape) >= 2), None)
-                if hdu is None:
-                    raise ImageError(f"{path}: FITS file has no HDU with 2-D image data")
-                bitpix = int(hdu.header.get("BITPIX", 0))
-                height, width = hdu.shape[-2:]
-        except ImageError:
-            raise
-        except Exception as exc:  # astropy raises many types for a damaged file
-            raise ImageError(f"{path}: cannot read FITS ({type(exc).__name__}: {exc})") from exc
-        return {"format": "FITS", "mode": f"BITPIX={bitpix}", "bits": abs(bitpix),
-                "width": int(width), "height": int(height)}
+        return describe_fits(path)
     try:
         with Image.open(path) as img:
             bits = _MODE_BITS.get(img.mode, 8)
@@ -268,63 +251,3 @@ def stretch_linear(data: np.ndarray) -> np.ndarray:
     scaled = (data - lo) / (hi - lo) if hi > lo else np.zeros_like(data)
     scaled = np.where(finite, scaled, 0.0)
     return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
-
-
-def stretch_asinh(data: np.ndarray, percentiles: tuple[float, float] = FITS_PERCENTILES,
-                  a: float = 0.1) -> np.ndarray:
-    """Robust asinh stretch of astronomical data to uint8, as in astropy's visualization.
-
-    NaN and inf become the low end (the sky). The interval comes from ``percentiles`` of
-    the finite values so a few hot pixels or cosmic rays cannot flatten the image.
-    """
-    from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, ImageNormalize
-
-    data = np.asarray(data, dtype=np.float64)
-    finite = np.isfinite(data)
-    if not finite.any():
-        return np.zeros(data.shape, dtype=np.uint8)
-    lo_pct, hi_pct = percentiles
-    interval = AsymmetricPercentileInterval(lower_percentile=lo_pct, upper_percentile=hi_pct)
-    vmin, vmax = interval.get_limits(data[finite])
-    if not vmax > vmin:
-        return stretch_linear(data)
-    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(a=a), clip=True)
-    clean = np.where(finite, data, vmin)
-    scaled = np.asarray(norm(clean), dtype=np.float64)
-    return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
-
-
-def _load_fits(path: Path) -> Image.Image:
-    from astropy.io import fits
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "may have been truncated": raised below
-            with fits.open(path, memmap=False) as hdus:
-                hdu = next((h for h in hdus if h.is_image and len(h.shape) >= 2), None)
-                if hdu is None:
-                    raise ImageError(f"{path}: FITS file has no HDU with 2-D image data")
-                height, width = hdu.shape[-2:]  # from the header, before reading any data
-                if width * height > MAX_PIXELS:
-                    raise ImageError(
-                        f"{path}: {width}x{height} pixels is more than the {MAX_PIXELS:,} "
-                        "that skysort reads safely; cut the image into tiles first"
-                    )
-                data = np.squeeze(np.asarray(hdu.data, dtype=np.float64))
-    except ImageError:
-        raise
-    except Exception as exc:  # astropy raises many types for a damaged file
-        raise ImageError(f"{path}: cannot read FITS ({type(exc).__name__}: {exc})") from exc
-    if not np.isfinite(data).any():
-        raise ImageError(f"{path}: FITS data has no finite pixel values (all NaN or inf)")
-    if data.ndim == 3 and data.shape[0] == 3:
-        rgb = np.stack([stretch_asinh(plane) for plane in data], axis=-1)
-    elif data.ndim == 2:
-        rgb = np.repeat(stretch_asinh(data)[..., None], 3, axis=-1)
-    else:
-        raise ImageError(
-            f"{path}: FITS data of shape {data.shape} is not an image "
-            "(expected 2-D, or 3 planes for RGB)"
-        )
-    # FITS rows run bottom-up; flip so north-up images display as astronomers expect.
-    return Image.fromarray(np.ascontiguousarray(rgb[::-1]))

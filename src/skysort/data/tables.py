@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skysort.data.catalogues import catalogue_format, read_catalogue
 from skysort.data.images import image_suffix
 from skysort.data.sources import LabeledImages, iter_image_files
 from skysort.errors import ConfigError, DataError, LabelError
@@ -116,7 +117,8 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
     """Reads a CSV of ids and targets and finds each id's image.
 
     Args:
-        table: the CSV file (header row first).
+        table: the CSV file (header row first), or a FITS binary table, ECSV, VOTable or
+            Parquet file (:mod:`skysort.data.catalogues`; read as the CSV would be).
         images: the image folder; by default the table's folder.
         id_column: the id column; by default the first column.
         targets: target columns; by default every other column.
@@ -135,18 +137,7 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
     folder = Path(images).expanduser().resolve() if images else table.parent
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found")
-    try:
-        with open(table, newline="", encoding="utf-8-sig") as fh:
-            text = fh.read()
-    except UnicodeDecodeError as exc:
-        raise LabelError(f"{table}: not UTF-8 text (byte {exc.start}); save the table as "
-                         "UTF-8 CSV") from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise LabelError(f"{table}: the table is empty") from None
-    rows = [(n, r) for n, r in enumerate(reader, start=2) if any(c.strip() for c in r)]
+    header, rows = read_catalogue(table) if catalogue_format(table) else _csv_rows(table)
     id_column = id_column or header[0]
     if id_column not in header:
         raise LabelError(f"{table}: no id column {id_column!r}; columns are {header}")
@@ -184,7 +175,7 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
         kept.append((line, key, path, [row[i] for i in at]))
     used = {p for _, _, p, _ in kept}
     for path in index.by_rel.values():
-        if path not in used:
+        if path not in used and path != table:  # a FITS table among its images
             issues.append(LabelIssue("no row", None, path.name,
                                      f"{Path(os.path.relpath(path, folder)).as_posix()} is not "
                                      f"named in {table.name}"))
@@ -209,6 +200,22 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
     data.target_columns = list(names or targets)
     data.schema = schema
     return data
+
+
+def _csv_rows(table: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the ``(line number, cells)`` of the rows that hold anything."""
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"{table}: not UTF-8 text (byte {exc.start}); save the table as "
+                         "UTF-8 CSV") from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise LabelError(f"{table}: the table is empty") from None
+    return header, [(n, r) for n, r in enumerate(reader, start=2) if any(c.strip() for c in r)]
 
 
 def _found(kept: list[tuple[int, str, Path, list[str]]]) -> str:

@@ -15,23 +15,24 @@ losing or repeating a row.
 from __future__ import annotations
 
 import sys
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from skysort.data.inputs import expand_inputs
+from skysort.data.inputs import expand_rows
 from skysort.data.transforms import create_transform
 from skysort.device import auto_is_cpu, resolve_device
 from skysort.errors import ConfigError, DataError
 from skysort.models.conformal import check_coverage, in_sets, set_labels
 from skysort.models.info import ModelInfo, read_model_info
 from skysort.models.runners import OnnxWorkerModel, Runner, iter_outputs
-from skysort.prediction.writers import Layout, Sink
+from skysort.prediction.writers import Layout, Sink, provenance
 from skysort.rundir import PREDICTIONS
 from skysort.tasks import Task
 
@@ -216,24 +217,29 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
             *, batch_size: int = 32, workers: int | None = None, device: str = "auto",
             engine: str = "auto", top_k: int = 5, quiet: bool = False, tta: bool = False,
             resume: bool = False, fmt: str | None = None, path_column: str = "path",
-            coverage: float | None = None, min_confidence: float | None = None) -> Path:
+            coverage: float | None = None, min_confidence: float | None = None,
+            keep_columns: Sequence[str] = ()) -> Path:
     """Labels every image named by ``inputs`` and writes the predictions file.
 
     Args:
         run: the run directory.
-        inputs: files, folders, glob patterns, text files of paths, CSV catalogues.
-        output: the file to write (``.csv``, or ``.parquet`` for a folder of Parquet
-            parts); by default ``RUN/predictions.csv``.
+        inputs: files, folders, glob patterns, text files of paths, catalogues (CSV, FITS
+            binary table, ECSV, VOTable, Parquet).
+        output: the file to write (``.csv``, ``.parquet`` for a folder of Parquet parts,
+            ``.fits`` or ``.ecsv`` for one table with the run's provenance in its
+            metadata); by default ``RUN/predictions.csv``.
         engine: ``auto`` (ONNX Runtime on a CPU, torch on a GPU), ``onnx`` or ``torch``.
         top_k: for a single input image, how many classes to print.
         tta: average over test-time augmentation views (rotations and flips).
         resume: keep the rows an interrupted run already wrote and label only the rest.
-        fmt: ``csv`` or ``parquet`` (default: from the output's suffix).
-        path_column: the path column of a CSV catalogue input.
+        fmt: ``csv``, ``parquet``, ``fits`` or ``ecsv`` (default: from the output's suffix).
+        path_column: the path column of a catalogue input.
         coverage: add each image's conformal prediction set for this coverage
             (``prediction_set``, ``set_size``).
         min_confidence: leave ``prediction`` empty, and mark ``abstained``, when the top
             probability is below this.
+        keep_columns: catalogue columns to carry into every output row, after the first
+            column (every input must then be a catalogue that has them).
 
     Returns:
         The output path.
@@ -243,20 +249,30 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
                           workers=workers, tta=tta, coverage=coverage,
                           min_confidence=min_confidence)
     output = Path(output) if output else Path(run) / PREDICTIONS
-    layout = Layout(predictor.info, predictor.options)
-    sink = Sink(output, layout, fmt, resume=resume)
+    keep = list(keep_columns)
+    layout = Layout(predictor.info, predictor.options, keep)
+    sink = Sink(output, layout, fmt, resume=resume, meta=provenance(run, predictor.info))
     if sink.done and not quiet:
         print(f"resuming: {len(sink.done)} input(s) already in {output}", file=sys.stderr)
-    todo = (p for p in expand_inputs(inputs, path_column) if layout.key(p) not in sink.done)
+    kept: dict[Path, deque[list[Any]]] = defaultdict(deque)  # per path waiting, its values
+
+    def todo() -> Iterator[Path]:
+        for p, values in expand_rows(inputs, path_column, keep):
+            if layout.key(p) not in sink.done:
+                if keep:
+                    kept[p].append(values)
+                yield p
+
     seen = 0
     first: tuple[Path, np.ndarray | None, str] | None = None
     try:
         with tqdm(desc=f"predicting ({predictor.engine})", unit="img", dynamic_ncols=True,
                   disable=quiet, mininterval=1) as bar:
-            for chunk, outputs, errors in predictor.iter_batches(todo):
+            for chunk, outputs, errors in predictor.iter_batches(todo()):
                 for i, path in enumerate(chunk):
                     bad = errors.get(i, "")
-                    sink.write(path, None if bad else outputs[i], bad)
+                    sink.write(path, None if bad else outputs[i], bad,
+                               kept[path].popleft() if keep else ())
                     if first is None:
                         first = (path, None if bad else outputs[i], bad)
                 sink.flush()

@@ -1,4 +1,4 @@
-"""Prediction files: the layout that fits the model, as CSV or Parquet, resumable.
+"""Prediction files: the layout that fits the model, as CSV, Parquet, FITS or ECSV.
 
 Layouts (:class:`Layout`):
 
@@ -14,7 +14,10 @@ Layouts (:class:`Layout`):
 Sinks write rows as they arrive. ``resume=True`` first reads what an earlier, interrupted
 run wrote (skipping a half-written last line) and reports those inputs as done, so a
 resumed run ends with exactly one row per input. Parquet output is a folder of part
-files, each written whole and renamed into place.
+files, each written whole and renamed into place. A FITS binary table or an ECSV file is
+written whole when the run ends, with the run's provenance in its metadata
+(:func:`provenance`); such a run cannot be resumed. Columns kept from a catalogue input
+(``keep``) follow the first column.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from skysort._version import __version__
+from skysort.data.catalogues import TABLE_OUTPUTS, write_catalogue
 from skysort.data.images import image_suffix
 from skysort.errors import ConfigError
 from skysort.models.conformal import in_sets, set_labels
@@ -41,7 +47,9 @@ FIXED_COLUMNS = ("path", "prediction", "probability", "error")
 #: Decimals written per value: rounding stays far below the 1e-6 to which written vote
 #: fractions still obey their tree.
 DECIMALS = 8
-OUTPUT_FORMATS = ("csv", "parquet")
+OUTPUT_FORMATS = ("csv", "parquet", "fits", "ecsv")
+#: Formats written whole at the end, as one astropy table.
+TABLE_FORMATS = ("fits", "ecsv")
 
 
 def file_id(path: Path) -> str:
@@ -68,7 +76,8 @@ class Layout:
             ``prediction`` empty and set ``abstained`` to 1.
     """
 
-    def __init__(self, info: ModelInfo, options: PredictionOptions | None = None) -> None:
+    def __init__(self, info: ModelInfo, options: PredictionOptions | None = None,
+                 keep: Sequence[str] = ()) -> None:
         self.info = info
         self.task = info.task
         self.table = info.id_column is not None
@@ -85,6 +94,12 @@ class Layout:
         else:
             names = output_columns(self.task.classes, FIXED_COLUMNS)
             self.columns = ["path", "prediction", "probability", *names, *extra, "error"]
+        self.keep = list(keep)
+        clash = [k for k in self.keep if k in self.columns]
+        if clash:
+            raise ConfigError(f"--keep-columns {clash}: the predictions already have such "
+                              f"columns ({self.columns}); keep other columns")
+        self.columns[1:1] = self.keep
 
     def _extra(self, probs: np.ndarray | None, top: int) -> list[Any]:
         """The values of the set and abstention columns (None for an unreadable file)."""
@@ -137,15 +152,25 @@ def _csv_value(value: Any) -> str:
 
 
 def output_format(output: Path) -> str:
-    """``csv`` or ``parquet`` from the output's name; any other suffix is refused rather
-    than filled with text of another format."""
+    """``csv``, ``parquet``, ``fits`` or ``ecsv`` from the output's name; any other suffix
+    is refused rather than filled with text of another format."""
     suffix = output.suffix.lower()
     if suffix == ".parquet":
         return "parquet"
     if suffix in ("", ".csv"):
         return "csv"
+    if suffix in TABLE_OUTPUTS:
+        return TABLE_OUTPUTS[suffix]
     raise ConfigError(f"{output}: cannot write predictions as {suffix!r}; name the output "
-                      f"*.csv or *.parquet, or choose --format {'|'.join(OUTPUT_FORMATS)}")
+                      "*.fits, *.ecsv, *.csv or *.parquet, or choose --format "
+                      f"{'|'.join(OUTPUT_FORMATS)}")
+
+
+def provenance(run: str | Path, info: ModelInfo) -> dict[str, str]:
+    """What a FITS or ECSV prediction table records of where it came from."""
+    return {"RUNDIR": str(Path(run).resolve()), "SKYSORT": __version__,
+            "BACKBONE": info.backbone, "TASK": info.task.kind,
+            "DATE": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def parquet_text(value: Any) -> Any:
@@ -160,15 +185,22 @@ def parquet_text(value: Any) -> Any:
 
 
 class Sink:
-    """Writes rows to CSV or Parquet; the unreadable files of the table layout go to
-    ``<output>_errors.csv``."""
+    """Writes rows to CSV, Parquet, FITS or ECSV; the unreadable files of the table layout
+    go to ``<output>_errors.csv``. ``meta`` (:func:`provenance`) goes into a FITS or ECSV
+    table's metadata."""
 
     def __init__(self, output: Path, layout: Layout, fmt: str | None = None,
-                 resume: bool = False, rows_per_part: int = 50_000) -> None:
+                 resume: bool = False, rows_per_part: int = 50_000,
+                 meta: dict[str, str] | None = None) -> None:
         self.fmt = fmt or output_format(output)
         if self.fmt not in OUTPUT_FORMATS:
             raise ConfigError(f"output format {self.fmt!r} is not one of "
                               f"{', '.join(OUTPUT_FORMATS)}")
+        if resume and self.fmt in TABLE_FORMATS:
+            raise ConfigError(f"{output}: --resume needs a csv or parquet output; a {self.fmt} "
+                              "table is written whole at the end, so an interrupted run left "
+                              "nothing to resume")
+        self.meta = meta or {}
         self.output, self.layout = output, layout
         self.errors_path = output.with_name(f"{output.stem}_errors.csv")
         self.rows_per_part = rows_per_part
@@ -184,7 +216,9 @@ class Sink:
             self.errors_path.unlink(missing_ok=True)
         if resume:
             self._check_columns()
-        if self.fmt == "csv":
+        if self.fmt in TABLE_FORMATS:
+            self.errors_path.unlink(missing_ok=True)
+        elif self.fmt == "csv":
             fresh = not output.is_file() or output.stat().st_size == 0
             self._fh = open(output, "a", newline="", encoding="utf-8",  # noqa: SIM115
                             errors="surrogateescape")
@@ -244,7 +278,9 @@ class Sink:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def write(self, path: Path, outputs: np.ndarray | None, error: str = "") -> None:
+    def write(self, path: Path, outputs: np.ndarray | None, error: str = "",
+              kept: Sequence[Any] = ()) -> None:
+        """One input's row; ``kept``: its values of the layout's kept catalogue columns."""
         row = self.layout.row(path, outputs, error)
         if error or outputs is None:
             self.n_errors += 1
@@ -252,7 +288,12 @@ class Sink:
             self._write_error(path, error)
             return
         self.n_rows += 1
-        if self.fmt == "csv":
+        if self.fmt == "csv":  # numbers as the catalogue gave them, not rounded
+            kept = ["" if v is None else str(v) for v in kept]
+        row[1:1] = kept
+        if self.fmt in TABLE_FORMATS:
+            self._buffer.append(row)
+        elif self.fmt == "csv":
             self._csv.writerow([_csv_value(v) for v in row])
         else:
             self._buffer.append(row)
@@ -292,7 +333,10 @@ class Sink:
         self._buffer = []
 
     def close(self) -> None:
-        if self.fmt == "csv":
+        if self.fmt in TABLE_FORMATS:
+            write_catalogue(self.output, self.fmt, self.layout.columns, self._buffer, self.meta)
+            self._buffer = []
+        elif self.fmt == "csv":
             self._fh.close()
         else:
             self._flush_part()
@@ -330,6 +374,11 @@ def _truncate_partial_line(path: Path) -> None:
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a prediction file or Parquet folder, as dicts (for tests and scripts)."""
     path = Path(path)
+    if path.suffix.lower() in TABLE_OUTPUTS:
+        from astropy.table import Table
+
+        table = Table.read(path)
+        return [dict(zip(table.colnames, row, strict=True)) for row in table.iterrows()]
     if path.is_dir() or path.suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -1,0 +1,323 @@
+"""FITS images: bands read by name, ordered blue to red, and one colour composite.
+
+A FITS file holds an image's bands either as a cube (one HDU of ``n`` planes) or one band
+per image extension (every 2-D image HDU of the first one's shape; weight, mask and error
+extensions are skipped). :func:`read_fits_bands` reads them with their names, from the
+header: ``FILTER``/``BAND`` of each extension, or for a cube per-plane keywords
+(``BAND0..``, ``BAND1..``, ``FILTER1..``, or ``BANDS = 'grz'`` as Legacy Survey cutouts
+write). Named bands are ordered by wavelength (:func:`band_wavelength` knows the usual
+optical and near-infrared ones); unnamed or unknown bands keep the file's order, which
+for a survey cube (Legacy Survey g, r, z) already runs blue to red.
+
+:func:`rgb_planes` chooses three bands for the composite (the bluest goes to blue): one
+band is grey; two are blue = bluest, red = reddest, green = their mean; three are all;
+four and more are the bluest, the reddest and the one nearest in log wavelength to their
+geometric mean (g, r, z of g, r, i, z; the middle one in file order when unnamed).
+
+:func:`lupton_rgb` is astropy's ``make_lupton_rgb`` (Lupton et al. 2004): one asinh stretch
+of the total intensity for all bands, so band ratios (colours) survive. Its parameters
+come from :func:`lupton_parameters`, per image for now: each band's sky level is subtracted
+and a bright percentile of the total intensity maps to full brightness. A caller can pass
+other parameters (a data-set-wide scale) and other band names in.
+
+:func:`stretch_asinh` is the older per-band stretch (each band between its own
+percentiles; colours are lost), kept for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from skysort.errors import ImageError
+
+#: Percentiles of the finite pixel values that :func:`stretch_asinh` maps to 0 and 1.
+FITS_PERCENTILES = (0.5, 99.8)
+
+#: The percentile of an image's total intensity that the Lupton stretch maps to full
+#: brightness: a percentile, not the maximum, so a hot pixel or a saturated star cannot
+#: darken the rest.
+LUPTON_PERCENTILE = 99.5
+
+#: Lupton's asinh softening ``Q``: how far faint light is lifted against bright light
+#: (towards 0 the stretch is linear). 4 shows a galaxy's outskirts while the sky stays dark.
+LUPTON_Q = 4.0
+
+#: Effective wavelengths (nm) of the usual bands, as named in headers. Exact (case-sensitive)
+#: names first: ``y`` is Pan-STARRS/HSC/LSST, ``Y`` Euclid/VISTA; ``I``/``R``/``U`` Johnson.
+_WAVELENGTH_NM = {
+    "FUV": 153.0, "NUV": 231.0,
+    "u": 356.0, "U": 365.0, "B": 445.0, "g": 477.0, "V": 551.0, "r": 623.0, "R": 658.0,
+    "VIS": 715.0, "i": 763.0, "I": 806.0, "z": 905.0, "y": 990.0, "Y": 1080.0,
+    "J": 1250.0, "H": 1650.0, "Ks": 2150.0, "K": 2200.0, "Halpha": 656.0, "OIII": 501.0,
+}
+#: The same, case-insensitively (the lower-case survey names win: ``y``, ``i``, ``r``, ``u``).
+_WAVELENGTH_LOWER = {name.lower(): nm for name, nm in
+                     sorted(_WAVELENGTH_NM.items(), key=lambda item: item[0].islower())}
+
+#: Extensions that hold something other than a band's pixels (by ``EXTNAME``).
+_NOT_A_BAND = frozenset({"WHT", "WEIGHT", "WEIGHTS", "IVAR", "INVVAR", "VAR", "VARIANCE",
+                         "ERR", "ERROR", "SIGMA", "RMS", "NOISE", "MASK", "DQ", "FLAGS",
+                         "BPM", "BADPIX", "CTX", "CON", "EXP", "EXPTIME", "EXPMAP", "PSF",
+                         "MODEL", "RESIDUAL", "BKG", "BACKGROUND"})
+
+
+@dataclass(frozen=True)
+class Bands:
+    """The bands of one FITS image, blue to red.
+
+    Attributes:
+        names: each band's name from the header, ``""`` where it has none.
+        data: ``(n, height, width)`` float64 pixels in FITS row order (bottom row first).
+    """
+
+    names: tuple[str, ...]
+    data: np.ndarray
+
+
+def band_wavelength(name: str) -> float | None:
+    """Effective wavelength (nm) of a band named as headers name it (``g``, ``DECam r``,
+    ``HSC-I``, ``Ks``, ``NUV``, ``VIS``); None for a name it does not know."""
+    tokens = [t for t in re.split(r"[\s_\-./:,;()]+", name) if t]
+    for token in ["".join(tokens), *tokens]:  # "H-alpha" is Halpha before it is H
+        if token in _WAVELENGTH_NM:
+            return _WAVELENGTH_NM[token]
+        if token.lower() in _WAVELENGTH_LOWER:
+            return _WAVELENGTH_LOWER[token.lower()]
+    return None
+
+
+def blue_to_red(names: Sequence[str]) -> list[int]:
+    """Indices of ``names`` ordered by wavelength when every name is known, else the
+    file's order (a survey cube's planes already run blue to red)."""
+    waves = [w for name in names if (w := band_wavelength(name)) is not None]
+    if len(waves) < len(names):
+        return list(range(len(names)))
+    return sorted(range(len(names)), key=lambda i: (waves[i], i))
+
+
+def read_fits_bands(path: str | Path, max_pixels: int) -> Bands:
+    """Reads a FITS image's bands with their names, ordered blue to red.
+
+    Raises:
+        ImageError: no 2-D image data, more than ``max_pixels`` pixels a band, data that
+            is not a stack of 2-D planes, no finite value at all, or a damaged file.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "may have been truncated": raised below
+            with fits.open(path, memmap=False) as hdus:
+                images = [h for h in hdus if h.is_image and len(h.shape) >= 2]
+                if not images:
+                    raise ImageError(f"{path}: FITS file has no HDU with 2-D image data")
+                first = images[0]
+                shape = tuple(int(n) for n in first.shape)
+                _check_shape(path, shape, max_pixels)
+                if math.prod(shape[:-2]) > 1:  # a cube: its planes are the bands
+                    data = np.asarray(first.data, dtype=np.float64).reshape(-1, *shape[-2:])
+                    names = _cube_band_names(first.header, data.shape[0])
+                else:  # one band per image extension
+                    hdus_used = [h for h in images if tuple(h.shape) == first.shape
+                                 and str(h.header.get("EXTNAME", "")).upper() not in _NOT_A_BAND]
+                    hdus_used = hdus_used or [first]
+                    data = np.stack([np.asarray(h.data, dtype=np.float64).reshape(shape[-2:])
+                                     for h in hdus_used])
+                    names = [_header_band(h.header) for h in hdus_used]
+    except ImageError:
+        raise
+    except Exception as exc:  # astropy raises many types for a damaged file
+        raise ImageError(f"{path}: cannot read FITS ({type(exc).__name__}: {exc})") from exc
+    if not np.isfinite(data).any():
+        raise ImageError(f"{path}: FITS data has no finite pixel values (all NaN or inf)")
+    order = blue_to_red(names)
+    return Bands(names=tuple(names[i] for i in order), data=data[order])
+
+
+def describe_fits(path: str | Path) -> dict[str, object]:
+    """``format``, ``mode`` (``BITPIX=-32``), ``bits``, ``width`` and ``height`` of a FITS
+    file's first image HDU, from its header; raises :class:`ImageError` like the loader."""
+    from astropy.io import fits
+
+    path = Path(path)
+    try:
+        with fits.open(path, memmap=False) as hdus:
+            hdu = next((h for h in hdus if h.is_image and len(h.shape) >= 2), None)
+            if hdu is None:
+                raise ImageError(f"{path}: FITS file has no HDU with 2-D image data")
+            bitpix = int(hdu.header.get("BITPIX", 0))
+            height, width = hdu.shape[-2:]
+    except ImageError:
+        raise
+    except Exception as exc:  # astropy raises many types for a damaged file
+        raise ImageError(f"{path}: cannot read FITS ({type(exc).__name__}: {exc})") from exc
+    return {"format": "FITS", "mode": f"BITPIX={bitpix}", "bits": abs(bitpix),
+            "width": int(width), "height": int(height)}
+
+
+def rgb_planes(bands: Bands, wanted: Sequence[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(red, green, blue)`` planes for a composite of ``bands`` (see the module's notes).
+
+    Args:
+        bands: as :func:`read_fits_bands` returns them, blue to red.
+        wanted: names of the bands to use instead of all (matched case-insensitively if
+            not exactly); more than three are reduced to three as above.
+
+    Raises:
+        ImageError: a wanted band that the file does not have.
+    """
+    index = list(range(len(bands.names)))
+    if wanted:
+        index = sorted(_find_band(bands.names, name) for name in wanted)
+    if len(index) > 3:
+        waves = [w for i in index if (w := band_wavelength(bands.names[i])) is not None]
+        if len(waves) == len(index):
+            mid_nm = math.sqrt(waves[0] * waves[-1])
+            middle = min(range(1, len(index) - 1),
+                         key=lambda k: abs(math.log(waves[k] / mid_nm)))
+        else:
+            middle = (len(index) - 1) // 2
+        index = [index[0], index[middle], index[-1]]
+    planes = [bands.data[i] for i in index]
+    if len(planes) == 1:
+        return planes[0], planes[0], planes[0]
+    if len(planes) == 2:
+        return planes[1], (planes[0] + planes[1]) / 2.0, planes[0]
+    return planes[2], planes[1], planes[0]
+
+
+def lupton_parameters(planes: Sequence[np.ndarray], percentile: float = LUPTON_PERCENTILE,
+                      Q: float = LUPTON_Q) -> tuple[tuple[float, ...], float, float]:
+    """``(minimum, stretch, Q)`` for :func:`lupton_rgb` from one image's planes.
+
+    ``minimum`` is each plane's sky level (its sigma-clipped median); ``stretch`` is set so
+    that the ``percentile`` of the total intensity (the mean of the sky-subtracted planes)
+    maps to full brightness with astropy's ``LuptonAsinhStretch``. NaN and inf count as
+    sky; a hot pixel or a saturated star moves a percentile, not the scale.
+    """
+    from astropy.stats import sigma_clipped_stats
+
+    minimum = []
+    for plane in planes:
+        finite = np.asarray(plane)[np.isfinite(plane)]
+        sky = sigma_clipped_stats(finite, sigma=3.0, maxiters=5)[1] if finite.size else 0.0
+        minimum.append(float(sky))
+    intensity = np.mean([_as_sky(p, m) - m for p, m in zip(planes, minimum, strict=True)],
+                        axis=0)
+    bright = float(np.percentile(intensity, percentile))
+    if not bright > 0:
+        bright = float(intensity.max())
+    if not bright > 0:  # nothing above the sky: any scale gives black
+        bright = 1.0
+    # LuptonAsinhStretch: y = asinh(Q * I / stretch) * 0.1 / asinh(0.1 * Q); y(bright) = 1
+    stretch = Q * bright / math.sinh(math.asinh(0.1 * Q) / 0.1)
+    return tuple(minimum), stretch, float(Q)
+
+
+def lupton_rgb(red: np.ndarray, green: np.ndarray, blue: np.ndarray,
+               parameters: tuple[Sequence[float], float, float] | None = None) -> np.ndarray:
+    """An ``(height, width, 3)`` uint8 composite: astropy's ``make_lupton_rgb`` with
+    ``parameters`` (``(minimum, stretch, Q)``, by default :func:`lupton_parameters` of
+    these planes); NaN and inf become each band's sky level."""
+    from astropy.visualization import make_lupton_rgb
+
+    minimum, stretch, q = parameters or lupton_parameters([red, green, blue])
+    r, g, b = (_as_sky(p, m) for p, m in zip((red, green, blue), minimum, strict=True))
+    with np.errstate(divide="ignore", invalid="ignore"):  # f(I)/I where I is 0: masked
+        rgb = make_lupton_rgb(r, g, b, minimum=list(minimum), stretch=stretch, Q=q)
+    return np.asarray(rgb)
+
+
+def load_fits(path: str | Path, max_pixels: int, wanted: Sequence[str] | None = None,
+              parameters: tuple[Sequence[float], float, float] | None = None) -> Image.Image:
+    """A FITS file as an 8-bit RGB ``PIL.Image``: its bands (``wanted``, or chosen by
+    :func:`rgb_planes`) in one Lupton composite, flipped so north is up."""
+    bands = read_fits_bands(path, max_pixels)
+    rgb = lupton_rgb(*rgb_planes(bands, wanted), parameters=parameters)
+    # FITS rows run bottom-up; flip so north-up images display as astronomers expect.
+    return Image.fromarray(np.ascontiguousarray(rgb[::-1]))
+
+
+def stretch_asinh(data: np.ndarray, percentiles: tuple[float, float] = FITS_PERCENTILES,
+                  a: float = 0.1) -> np.ndarray:
+    """One band's own robust asinh stretch to uint8 (the per-band stretch, colours lost).
+
+    NaN and inf become the low end (the sky). The interval comes from ``percentiles`` of
+    the finite values so a few hot pixels or cosmic rays cannot flatten the image.
+    """
+    from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, ImageNormalize
+
+    data = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros(data.shape, dtype=np.uint8)
+    lo_pct, hi_pct = percentiles
+    if lo_pct >= hi_pct:
+        raise ImageError(f"percentiles {percentiles} must rise (low, high)")
+    vmin, vmax = AsymmetricPercentileInterval(lo_pct, hi_pct).get_limits(data[finite])
+    if not vmax > vmin:  # near-constant: the full finite range, or black
+        vmin, vmax = float(data[finite].min()), float(data[finite].max())
+        if not vmax > vmin:
+            return np.zeros(data.shape, dtype=np.uint8)
+    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(a=a), clip=True)
+    scaled = np.asarray(norm(np.where(finite, data, vmin)), dtype=np.float64)
+    return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def _as_sky(plane: np.ndarray, sky: float) -> np.ndarray:
+    plane = np.asarray(plane, dtype=np.float64)
+    return np.where(np.isfinite(plane), plane, sky)
+
+
+def _check_shape(path: Path, shape: tuple[int, ...], max_pixels: int) -> None:
+    height, width = shape[-2:]  # from the header, before reading any data
+    if sum(n > 1 for n in shape[:-2]) > 1:
+        raise ImageError(f"{path}: FITS data of shape {shape} is not an image "
+                         "(expected 2-D bands, one per HDU or the planes of one cube)")
+    if width * height > max_pixels:
+        raise ImageError(f"{path}: {width}x{height} pixels is more than the {max_pixels:,} "
+                         "that skysort reads safely; cut the image into tiles first")
+
+
+def _header_band(header: Any) -> str:
+    for key in ("FILTER", "BAND"):
+        if str(header.get(key, "")).strip():
+            return str(header[key]).strip()
+    return ""
+
+
+def _cube_band_names(header: Any, n: int) -> list[str]:
+    """Per-plane names of a cube: ``BAND0..``/``BAND1..``/``FILTER0..``/``FILTER1..``, or
+    ``BANDS`` (``'grz'`` or ``'g,r,z'``); ``""`` each when the header has none."""
+    for key in ("BAND", "FILTER"):
+        for start in (0, 1):
+            names = [str(header.get(f"{key}{start + i}", "")).strip() for i in range(n)]
+            if all(names):
+                return names
+    bands = str(header.get("BANDS", "")).strip()
+    parts = [p for p in re.split(r"[\s,;]+", bands) if p]
+    if len(parts) == n:
+        return parts
+    if len(bands) == n:
+        return list(bands)
+    return [""] * n
+
+
+def _find_band(names: Sequence[str], wanted: str) -> int:
+    for match in (lambda n: n == wanted, lambda n: n.lower() == wanted.lower()):
+        found = [i for i, name in enumerate(names) if match(name)]
+        if found:
+            return found[0]
+    have = ", ".join(repr(n) for n in names if n) or "no named bands"
+    raise ImageError(f"band {wanted!r} is not in this FITS file (it has {have})")
