@@ -145,6 +145,8 @@ def test_training_lists_bad_files_and_uses_each_good_one_once(
     for path, why in bad.items():
         assert re.search(odd[path], why), (path, why)
     assert {p for p in split if "/odd/" in p} == set(odd)
+    # the report too, file names that are not UTF-8 shown by their bytes
+    assert "\\xe9" in (result.run_dir / "report.html").read_text(encoding="utf-8")
 
 
 # -- tables --------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from tests.conftest import write_color_folders
 
 #: A valid value other than the default for every setting.
 OTHER = {"backbone": "tf_efficientnet_lite1", "weights": "none", "input_size": 96,
-         "center_fraction": 0.5, "finetune": "last:2", "dropout": 0.3, "epochs": 7,
+         "center_fraction": 0.5, "bands": ("g", "r"), "channels": "all",
+         "stretch": "percentile", "finetune": "last:2", "dropout": 0.3, "epochs": 7,
          "batch_size": 16, "lr": 0.01, "weight_decay": 0.001, "warmup_epochs": 1,
          "label_smoothing": 0.1, "balance": "sampler", "patience": 4, "augment": "photo",
          "finetune_epochs": 2, "finetune_batch_size": 8, "finetune_lr": 1e-4,

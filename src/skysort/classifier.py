@@ -73,6 +73,8 @@ class _ImageEstimator(BaseEstimator):
     def __init__(self, *, backbone: str = _DEFAULTS.backbone, weights: str = _DEFAULTS.weights,
                  input_size: int | None = _DEFAULTS.input_size,
                  center_fraction: float = _DEFAULTS.center_fraction,
+                 bands: tuple[str, ...] = _DEFAULTS.bands, channels: str = _DEFAULTS.channels,
+                 stretch: str = _DEFAULTS.stretch,
                  finetune: str = _DEFAULTS.finetune, dropout: float = _DEFAULTS.dropout,
                  epochs: int = _DEFAULTS.epochs, batch_size: int = _DEFAULTS.batch_size,
                  lr: float = _DEFAULTS.lr, weight_decay: float = _DEFAULTS.weight_decay,
@@ -100,6 +102,7 @@ class _ImageEstimator(BaseEstimator):
         self.weights = weights
         self.input_size = input_size
         self.center_fraction = center_fraction
+        self.bands, self.channels, self.stretch = bands, channels, stretch
         self.finetune = finetune
         self.dropout = dropout
         self.epochs = epochs

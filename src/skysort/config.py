@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from skysort.data.dataset import DataSpec
+from skysort.data.fits_decode import FitsDecode
 from skysort.data.transforms import AUGMENT_PRESETS, check_input_size
 from skysort.device import check_device
 from skysort.errors import ConfigError
@@ -59,6 +60,9 @@ class TrainConfig(DataSpec):
     weights: str = "auto"
     input_size: int | None = None
     center_fraction: float = 1.0
+    bands: tuple[str, ...] = ()  # FITS bands to use, by name (default: all / three)
+    channels: str = "rgb"  # FITS: rgb (one colour composite) or all (every band in)
+    stretch: str = "lupton"  # FITS: lupton (one for all bands) or percentile (per band)
     finetune: str = "auto"
     dropout: float = 0.2
     # stage 1: the head on cached embeddings
@@ -114,6 +118,7 @@ class TrainConfig(DataSpec):
         _choice("precision", self.precision, PRECISION_CHOICES)
         _choice("calibrate", self.calibrate, CALIBRATE_CHOICES)
         parse_finetune(self.finetune)
+        self.fits_decode()  # bands, channels and stretch: ConfigError naming the key
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay={self.ema_decay}: must lie in [0, 1) (0: no EMA)")
         if not 0 < self.layer_decay <= 1:
@@ -153,6 +158,10 @@ class TrainConfig(DataSpec):
             raise ConfigError(f"derived_thresholds={list(self.derived_thresholds)}: each must "
                               "lie strictly between 0 and 1")
         check_device(self.device)
+
+    def fits_decode(self) -> FitsDecode:
+        """How FITS images become pixels, as set (the scale is fitted at training)."""
+        return FitsDecode(bands=self.bands, channels=self.channels, stretch=self.stretch)
 
     # -- conversions ------------------------------------------------------------------
 

@@ -10,12 +10,11 @@ from astropy.visualization import make_lupton_rgb
 from skysort.data.fits import (
     Bands,
     band_wavelength,
-    lupton_parameters,
-    lupton_rgb,
     read_fits_bands,
     rgb_planes,
 )
 from skysort.data.images import MAX_PIXELS, load_image
+from skysort.data.stretch import lupton_parameters, lupton_rgb
 from skysort.errors import ImageError
 
 SIZE = 48

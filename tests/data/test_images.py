@@ -9,8 +9,8 @@ from astropy.io import fits
 from PIL import Image
 
 from skysort.data import images
-from skysort.data.fits import stretch_asinh
 from skysort.data.images import is_image_file, load_image
+from skysort.data.stretch import stretch_asinh
 from skysort.errors import ImageError
 
 

@@ -20,6 +20,12 @@ Presets (:data:`~skysort.data.transforms.AUGMENT_PRESETS`):
 * ``photo``: a random crop of 50-100% of the area (aspect 3:4 to 4:3) resized to the
   input, a flip, brightness, contrast and saturation within 20%;
 * ``none``: the centre crop, as evaluation sees it.
+
+Images of another channel count than three (FITS bands, ``channels="all"``): every
+geometric transform moves all channels alike; of the photometric ones only brightness and
+contrast apply, the same to every channel (contrast blends with the image's mean over all
+channels), so the ratios between bands (colours) survive, and noise of one strength,
+independent in each band as in a detector; saturation, which presumes RGB, never applies.
 """
 
 from __future__ import annotations
@@ -42,15 +48,16 @@ NOISE_FIELDS = 8
 
 
 class BatchAugment:
-    """``(uint8 (N, S, S, 3) squares, [(epoch, index), ...]) -> float (N, 3, size, size)``,
-    augmented with ``preset`` and normalised as ``preprocess`` says."""
+    """``(uint8 (N, S, S, C) squares, [(epoch, index), ...]) -> float (N, C, size, size)``,
+    augmented with ``preset`` and normalised as ``preprocess`` says (``C`` =
+    :attr:`Preprocess.channels`)."""
 
     def __init__(self, preprocess: Preprocess, preset: str = "sky", seed: int = 0) -> None:
         if preset not in AUGMENT_PRESETS:
             raise ConfigError(f"augment={preset!r}: must be one of {', '.join(AUGMENT_PRESETS)}")
         self.preprocess, self.preset, self.seed = preprocess, preset, seed
-        self.mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
+        self.mean = torch.tensor(preprocess.mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(preprocess.std).view(1, -1, 1, 1)
         self._bank: torch.Tensor | None = None
 
     def __call__(self, pixels: torch.Tensor, keys: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -63,7 +70,8 @@ class BatchAugment:
             return ((out - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         draws = [self._draws(key, images.shape[2], images.shape[3]) for key in keys]
         theta = torch.tensor(np.stack([d["theta"] for d in draws]), dtype=torch.float32)
-        grid = F.affine_grid(theta, [len(keys), 3, size, size], align_corners=False)
+        grid = F.affine_grid(theta, [len(keys), images.shape[1], size, size],
+                             align_corners=False)
         out = F.grid_sample(images, grid, mode="bilinear", align_corners=False,
                             padding_mode="reflection" if self.preset == "sky" else "border")
         return self._colour(out, draws).contiguous(memory_format=torch.channels_last)
@@ -109,17 +117,20 @@ class BatchAugment:
         ``m``) are one affine map per image, ``c b x + (1 - c) b m``; saturation blends
         with each pixel's grey level. Noise comes from a bank of fields drawn once,
         shifted by a random offset per image: the same for an image in any batch, at a
-        fraction of the cost of drawing fresh noise for every image.
+        fraction of the cost of drawing fresh noise for every image. Without three channels
+        ``m`` is the mean over every channel, and saturation is skipped.
         """
         def column(name: str) -> torch.Tensor:
             return torch.tensor([d[name] for d in draws], dtype=torch.float32).view(-1, 1, 1, 1)
 
+        rgb = images.shape[1] == 3
         luma = torch.tensor(_LUMA).view(1, 3, 1, 1)
         brightness, contrast = column("brightness"), column("contrast")
-        grey_mean = (images * luma).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+        grey_mean = ((images * luma).sum(1, keepdim=True) if rgb
+                     else images.mean(1, keepdim=True)).mean(dim=(2, 3), keepdim=True)
         images = images.mul_(contrast * brightness).add_((1 - contrast) * brightness * grey_mean)
         saturation = column("saturation")
-        if bool((saturation != 1).any()):
+        if rgb and bool((saturation != 1).any()):
             grey = (images * luma).sum(1, keepdim=True)
             images = images.mul_(saturation).add_(grey * (1 - saturation))
         images = images.clamp_(0, 1).sub_(self.mean).div_(self.std)

@@ -1,27 +1,22 @@
-"""FITS images: bands read by name, ordered blue to red, and one colour composite.
+"""FITS images: bands read by name, ordered blue to red, and how they become pixels.
 
-A FITS file holds an image's bands either as a cube (one HDU of ``n`` planes) or one band
-per image extension (every 2-D image HDU of the first one's shape; weight, mask and error
-extensions are skipped). :func:`read_fits_bands` reads them with their names, from the
-header: ``FILTER``/``BAND`` of each extension, or for a cube per-plane keywords
-(``BAND0..``, ``BAND1..``, ``FILTER1..``, or ``BANDS = 'grz'`` as Legacy Survey cutouts
-write). Named bands are ordered by wavelength (:func:`band_wavelength` knows the usual
-optical and near-infrared ones); unnamed or unknown bands keep the file's order, which
-for a survey cube (Legacy Survey g, r, z) already runs blue to red.
+A FITS image holds its bands as a cube (one HDU of ``n`` planes), one band per image
+extension (every 2-D image HDU of the first one's shape; weight, mask and error extensions
+are skipped), or one file per band: a path with ``{band}`` in it (``J1234_{band}.fits``)
+stands for the files of every band, found on disk or named by ``bands=``.
+:func:`read_fits_bands` reads them with their names, from the header: ``FILTER``/``BAND`` of
+each extension, or for a cube per-plane keywords (``BAND0..``, ``BAND1..``, ``FILTER1..``,
+or ``BANDS = 'grz'`` as Legacy Survey cutouts write). Named bands are ordered by wavelength
+(:func:`band_wavelength` knows the usual optical and near-infrared ones); unnamed or
+unknown bands keep the file's order, which for a survey cube (Legacy Survey g, r, z)
+already runs blue to red.
 
 :func:`rgb_planes` chooses three bands for the composite (the bluest goes to blue): one
 band is grey; two are blue = bluest, red = reddest, green = their mean; three are all;
 four and more are the bluest, the reddest and the one nearest in log wavelength to their
 geometric mean (g, r, z of g, r, i, z; the middle one in file order when unnamed).
 
-:func:`lupton_rgb` is astropy's ``make_lupton_rgb`` (Lupton et al. 2004): one asinh stretch
-of the total intensity for all bands, so band ratios (colours) survive. Its parameters
-come from :func:`lupton_parameters`, per image for now: each band's sky level is subtracted
-and a bright percentile of the total intensity maps to full brightness. A caller can pass
-other parameters (a data-set-wide scale) and other band names in.
-
-:func:`stretch_asinh` is the older per-band stretch (each band between its own
-percentiles; colours are lost), kept for comparison.
+How a model turns these bands into pixels is :mod:`skysort.data.fits_decode`.
 """
 
 from __future__ import annotations
@@ -35,21 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from skysort.errors import ImageError
 
-#: Percentiles of the finite pixel values that :func:`stretch_asinh` maps to 0 and 1.
-FITS_PERCENTILES = (0.5, 99.8)
-
-#: The percentile of an image's total intensity that the Lupton stretch maps to full
-#: brightness: a percentile, not the maximum, so a hot pixel or a saturated star cannot
-#: darken the rest.
-LUPTON_PERCENTILE = 99.5
-
-#: Lupton's asinh softening ``Q``: how far faint light is lifted against bright light
-#: (towards 0 the stretch is linear). 4 shows a galaxy's outskirts while the sky stays dark.
-LUPTON_Q = 4.0
+#: The placeholder of a per-band file pattern.
+BAND_FIELD = "{band}"
 
 #: Effective wavelengths (nm) of the usual bands, as named in headers. Exact (case-sensitive)
 #: names first: ``y`` is Pan-STARRS/HSC/LSST, ``Y`` Euclid/VISTA; ``I``/``R``/``U`` Johnson.
@@ -104,16 +89,76 @@ def blue_to_red(names: Sequence[str]) -> list[int]:
     return sorted(range(len(names)), key=lambda i: (waves[i], i))
 
 
-def read_fits_bands(path: str | Path, max_pixels: int) -> Bands:
+def read_fits_bands(path: str | Path, max_pixels: int, bands: Sequence[str] = ()) -> Bands:
     """Reads a FITS image's bands with their names, ordered blue to red.
+
+    Args:
+        path: a FITS file, or a per-band pattern with ``{band}`` in its name.
+        max_pixels: the most pixels a band may have.
+        bands: for a pattern, the bands whose files must all be there (by default every
+            file the pattern matches); ignored for a single file.
 
     Raises:
         ImageError: no 2-D image data, more than ``max_pixels`` pixels a band, data that
-            is not a stack of 2-D planes, no finite value at all, or a damaged file.
+            is not a stack of 2-D planes, no finite value at all, a band file missing or of
+            another shape, or a damaged file.
     """
+    path = Path(path)
+    if BAND_FIELD in path.name:
+        names: list[str] = []
+        planes: list[np.ndarray] = []
+        for band, file in band_files(path, bands):
+            one = _read_hdus(file, max_pixels)
+            if one.data.shape[0] != 1:
+                raise ImageError(f"{file}: a per-band file holds {one.data.shape[0]} bands, "
+                                 "not one")
+            if planes and one.data.shape[1:] != planes[0].shape:
+                raise ImageError(f"{file}: {one.data.shape[2]}x{one.data.shape[1]} pixels, "
+                                 f"but band {names[0]!r} has {planes[0].shape[1]}x"
+                                 f"{planes[0].shape[0]}")
+            names.append(band)
+            planes.append(one.data[0])
+        data = np.stack(planes)
+    else:
+        read = _read_hdus(path, max_pixels)
+        names, data = list(read.names), read.data
+    if not np.isfinite(data).any():
+        raise ImageError(f"{path}: FITS data has no finite pixel values (all NaN or inf)")
+    order = blue_to_red(names)
+    return Bands(names=tuple(names[i] for i in order), data=data[order])
+
+
+def band_files(pattern: Path, bands: Sequence[str] = ()) -> list[tuple[str, Path]]:
+    """``(band, file)`` of a per-band pattern (``J1234_{band}.fits``): the ``bands`` named,
+    each of which must exist, or every file that matches (band names from the file names).
+
+    Raises:
+        ImageError: a named band's file is missing, or no file matches.
+    """
+    head, _, tail = pattern.name.partition(BAND_FIELD)
+    if bands:
+        found = [(band, pattern.with_name(f"{head}{band}{tail}")) for band in bands]
+        missing = [f"{file.name} (band {band})" for band, file in found if not file.is_file()]
+        if missing:
+            raise ImageError(f"{pattern}: no file {', '.join(missing)}")
+        return found
+    found = [(file.name[len(head):len(file.name) - len(tail)], file)
+             for file in sorted(pattern.parent.glob(f"{glob_escape(head)}*{glob_escape(tail)}"))
+             if len(file.name) > len(head) + len(tail)]
+    if not found:
+        raise ImageError(f"{pattern}: no file matches this per-band pattern")
+    return found
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters taken literally."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _read_hdus(path: Path, max_pixels: int) -> Bands:
+    """The bands of one file, in the file's order (see :func:`read_fits_bands`)."""
     from astropy.io import fits
 
-    path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "may have been truncated": raised below
@@ -136,12 +181,11 @@ def read_fits_bands(path: str | Path, max_pixels: int) -> Bands:
                     names = [_header_band(h.header) for h in hdus_used]
     except ImageError:
         raise
+    except FileNotFoundError as exc:
+        raise ImageError(f"{path}: no such file") from exc
     except Exception as exc:  # astropy raises many types for a damaged file
         raise ImageError(f"{path}: cannot read FITS ({type(exc).__name__}: {exc})") from exc
-    if not np.isfinite(data).any():
-        raise ImageError(f"{path}: FITS data has no finite pixel values (all NaN or inf)")
-    order = blue_to_red(names)
-    return Bands(names=tuple(names[i] for i in order), data=data[order])
+    return Bands(names=tuple(names), data=data)
 
 
 def describe_fits(path: str | Path) -> dict[str, object]:
@@ -150,6 +194,8 @@ def describe_fits(path: str | Path) -> dict[str, object]:
     from astropy.io import fits
 
     path = Path(path)
+    if BAND_FIELD in path.name:  # a per-band pattern: its first band's file
+        path = band_files(path)[0][1]
     try:
         with fits.open(path, memmap=False) as hdus:
             hdu = next((h for h in hdus if h.is_image and len(h.shape) >= 2), None)
@@ -179,7 +225,7 @@ def rgb_planes(bands: Bands, wanted: Sequence[str] | None = None
     """
     index = list(range(len(bands.names)))
     if wanted:
-        index = sorted(_find_band(bands.names, name) for name in wanted)
+        index = sorted(find_band(bands.names, name) for name in wanted)
     if len(index) > 3:
         waves = [w for i in index if (w := band_wavelength(bands.names[i])) is not None]
         if len(waves) == len(index):
@@ -195,89 +241,6 @@ def rgb_planes(bands: Bands, wanted: Sequence[str] | None = None
     if len(planes) == 2:
         return planes[1], (planes[0] + planes[1]) / 2.0, planes[0]
     return planes[2], planes[1], planes[0]
-
-
-def lupton_parameters(planes: Sequence[np.ndarray], percentile: float = LUPTON_PERCENTILE,
-                      Q: float = LUPTON_Q) -> tuple[tuple[float, ...], float, float]:
-    """``(minimum, stretch, Q)`` for :func:`lupton_rgb` from one image's planes.
-
-    ``minimum`` is each plane's sky level (its sigma-clipped median); ``stretch`` is set so
-    that the ``percentile`` of the total intensity (the mean of the sky-subtracted planes)
-    maps to full brightness with astropy's ``LuptonAsinhStretch``. NaN and inf count as
-    sky; a hot pixel or a saturated star moves a percentile, not the scale.
-    """
-    from astropy.stats import sigma_clipped_stats
-
-    minimum = []
-    for plane in planes:
-        finite = np.asarray(plane)[np.isfinite(plane)]
-        sky = sigma_clipped_stats(finite, sigma=3.0, maxiters=5)[1] if finite.size else 0.0
-        minimum.append(float(sky))
-    intensity = np.mean([_as_sky(p, m) - m for p, m in zip(planes, minimum, strict=True)],
-                        axis=0)
-    bright = float(np.percentile(intensity, percentile))
-    if not bright > 0:
-        bright = float(intensity.max())
-    if not bright > 0:  # nothing above the sky: any scale gives black
-        bright = 1.0
-    # LuptonAsinhStretch: y = asinh(Q * I / stretch) * 0.1 / asinh(0.1 * Q); y(bright) = 1
-    stretch = Q * bright / math.sinh(math.asinh(0.1 * Q) / 0.1)
-    return tuple(minimum), stretch, float(Q)
-
-
-def lupton_rgb(red: np.ndarray, green: np.ndarray, blue: np.ndarray,
-               parameters: tuple[Sequence[float], float, float] | None = None) -> np.ndarray:
-    """An ``(height, width, 3)`` uint8 composite: astropy's ``make_lupton_rgb`` with
-    ``parameters`` (``(minimum, stretch, Q)``, by default :func:`lupton_parameters` of
-    these planes); NaN and inf become each band's sky level."""
-    from astropy.visualization import make_lupton_rgb
-
-    minimum, stretch, q = parameters or lupton_parameters([red, green, blue])
-    r, g, b = (_as_sky(p, m) for p, m in zip((red, green, blue), minimum, strict=True))
-    with np.errstate(divide="ignore", invalid="ignore"):  # f(I)/I where I is 0: masked
-        rgb = make_lupton_rgb(r, g, b, minimum=list(minimum), stretch=stretch, Q=q)
-    return np.asarray(rgb)
-
-
-def load_fits(path: str | Path, max_pixels: int, wanted: Sequence[str] | None = None,
-              parameters: tuple[Sequence[float], float, float] | None = None) -> Image.Image:
-    """A FITS file as an 8-bit RGB ``PIL.Image``: its bands (``wanted``, or chosen by
-    :func:`rgb_planes`) in one Lupton composite, flipped so north is up."""
-    bands = read_fits_bands(path, max_pixels)
-    rgb = lupton_rgb(*rgb_planes(bands, wanted), parameters=parameters)
-    # FITS rows run bottom-up; flip so north-up images display as astronomers expect.
-    return Image.fromarray(np.ascontiguousarray(rgb[::-1]))
-
-
-def stretch_asinh(data: np.ndarray, percentiles: tuple[float, float] = FITS_PERCENTILES,
-                  a: float = 0.1) -> np.ndarray:
-    """One band's own robust asinh stretch to uint8 (the per-band stretch, colours lost).
-
-    NaN and inf become the low end (the sky). The interval comes from ``percentiles`` of
-    the finite values so a few hot pixels or cosmic rays cannot flatten the image.
-    """
-    from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, ImageNormalize
-
-    data = np.asarray(data, dtype=np.float64)
-    finite = np.isfinite(data)
-    if not finite.any():
-        return np.zeros(data.shape, dtype=np.uint8)
-    lo_pct, hi_pct = percentiles
-    if lo_pct >= hi_pct:
-        raise ImageError(f"percentiles {percentiles} must rise (low, high)")
-    vmin, vmax = AsymmetricPercentileInterval(lo_pct, hi_pct).get_limits(data[finite])
-    if not vmax > vmin:  # near-constant: the full finite range, or black
-        vmin, vmax = float(data[finite].min()), float(data[finite].max())
-        if not vmax > vmin:
-            return np.zeros(data.shape, dtype=np.uint8)
-    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(a=a), clip=True)
-    scaled = np.asarray(norm(np.where(finite, data, vmin)), dtype=np.float64)
-    return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
-
-
-def _as_sky(plane: np.ndarray, sky: float) -> np.ndarray:
-    plane = np.asarray(plane, dtype=np.float64)
-    return np.where(np.isfinite(plane), plane, sky)
 
 
 def _check_shape(path: Path, shape: tuple[int, ...], max_pixels: int) -> None:
@@ -314,7 +277,7 @@ def _cube_band_names(header: Any, n: int) -> list[str]:
     return [""] * n
 
 
-def _find_band(names: Sequence[str], wanted: str) -> int:
+def find_band(names: Sequence[str], wanted: str) -> int:
     for match in (lambda n: n == wanted, lambda n: n.lower() == wanted.lower()):
         found = [i for i, name in enumerate(names) if match(name)]
         if found:

@@ -9,8 +9,12 @@ One function, :func:`load_image`, turns a file into a ``PIL.Image`` in mode ``RG
   8 bits: grey ones through Pillow, RGB(A) ones (which Pillow would cut to their high
   byte, turning 12-bit data nearly black) through tifffile and pypng.
 * FITS (``.fits``, ``.fit``, ``.fts``, optionally gzipped) through astropy, in
-  :mod:`skysort.data.fits`: the bands of a cube or of one image extension each, ordered
-  blue to red by their header names, in one Lupton asinh composite that keeps colours.
+  :mod:`skysort.data.fits`: the bands of a cube, of one image extension each or of one
+  file each (a path with ``{band}`` in its name), ordered blue to red by their header
+  names, in one Lupton asinh composite that keeps colours.
+
+:func:`load_pixels` gives the same as a uint8 array, or, for a model that takes every band
+of a FITS image (``channels=all``), all its bands.
 
 A file that cannot be read raises :class:`~skysort.errors.ImageError` with the reason, so
 callers can skip it, list it in ``bad_files.csv`` and go on.
@@ -27,7 +31,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from skysort.data.fits import describe_fits, load_fits
+from skysort.data.fits import BAND_FIELD, band_files, describe_fits
+from skysort.data.fits_decode import FitsDecode, decode_fits
 from skysort.errors import ImageError
 
 PIL_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
@@ -53,13 +58,16 @@ def is_image_file(path: str | Path) -> bool:
     return not name.startswith(".") and image_suffix(name) in IMAGE_EXTENSIONS
 
 
-def load_image(path: str | Path, min_size: int | None = None) -> Image.Image:
+def load_image(path: str | Path, min_size: int | None = None,
+               fits: FitsDecode | None = None) -> Image.Image:
     """Reads one image file as 8-bit RGB.
 
     Args:
-        path: the file.
+        path: the file (for FITS, also a per-band pattern ``J1234_{band}.fits``).
         min_size: when given, a JPEG much larger than this is decoded at a reduced scale
             (Pillow's draft mode) that keeps both sides at least ``min_size`` pixels.
+        fits: how a FITS file becomes pixels (by default a per-image Lupton composite);
+            always a colour composite here, whatever its ``channels``.
 
     Returns:
         A loaded ``PIL.Image`` in mode ``RGB``.
@@ -68,14 +76,46 @@ def load_image(path: str | Path, min_size: int | None = None) -> Image.Image:
         ImageError: the file is empty, truncated, not an image, or too large to be safe.
     """
     path = Path(path)
+    if image_suffix(path) in FITS_EXTENSIONS:
+        if fits is not None and fits.channels != "rgb":
+            fits = FitsDecode(stretch=fits.stretch)  # the colour composite people see
+        return Image.fromarray(_fits_pixels(path, fits))
+    return _load_pil(_checked(path), min_size)
+
+
+def load_pixels(path: str | Path, min_size: int | None = None,
+                fits: FitsDecode | None = None) -> np.ndarray:
+    """An image file as ``(height, width, channels)`` uint8: RGB as :func:`load_image`
+    gives it, or for a FITS file and ``fits.channels == "all"`` every chosen band, blue to
+    red (``fits.n_channels`` of them).
+
+    Raises:
+        ImageError: as :func:`load_image`; also a file of another format or band count
+            than a model with ``channels=all`` takes.
+    """
+    path = Path(path)
+    if image_suffix(path) in FITS_EXTENSIONS:
+        return _fits_pixels(path, fits)
+    pixels = np.asarray(_load_pil(_checked(path), min_size))
+    if fits is not None and fits.n_channels != 3:
+        raise ImageError(f"{path}: an RGB image, but the model takes {fits.n_channels} bands "
+                         "of a FITS image")
+    return pixels
+
+
+def _fits_pixels(path: Path, fits: FitsDecode | None) -> np.ndarray:
+    if BAND_FIELD not in path.name:
+        _checked(path)
+    return decode_fits(path, MAX_PIXELS, fits)
+
+
+def _checked(path: Path) -> Path:
     try:
         if path.stat().st_size == 0:
             raise ImageError(f"{path}: empty file (0 bytes)")
     except OSError as exc:
         raise ImageError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    if image_suffix(path) in FITS_EXTENSIONS:
-        return load_fits(path, MAX_PIXELS)
-    return _load_pil(path, min_size)
+    return path
 
 
 T = TypeVar("T")
@@ -84,6 +124,14 @@ T = TypeVar("T")
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's content, hex: what every cache of derived data is keyed by
     (never a modification time, which a copy or a restored backup can fake)."""
+    path = Path(path)
+    if BAND_FIELD in path.name:  # a per-band pattern: the digest of its files, by band
+        try:
+            files = band_files(path)
+        except ImageError as exc:
+            raise FileNotFoundError(str(exc)) from None
+        parts = [f"{band}:{file_digest(file)}" for band, file in files]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 

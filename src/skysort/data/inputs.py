@@ -31,6 +31,7 @@ from skysort.data.catalogues import (
     is_fits_table,
     read_table,
 )
+from skysort.data.fits import BAND_FIELD
 from skysort.data.images import is_image_file
 from skysort.data.sources import iter_image_files
 from skysort.errors import ConfigError, DataError
@@ -82,7 +83,7 @@ def _expand_one(item: str | Path, path: Path) -> Iterator[Path]:
         yield from iter_image_files(path)
     elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
         yield from _read_list(path)
-    elif path.is_file():
+    elif path.is_file() or BAND_FIELD in path.name:  # a per-band pattern: read band by band
         yield path
     elif glob.has_magic(str(item)):
         found = False

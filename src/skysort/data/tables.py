@@ -18,6 +18,7 @@ issue: such a table cannot be trusted.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from skysort.data.catalogues import catalogue_format, read_catalogue
+from skysort.data.fits import BAND_FIELD
 from skysort.data.images import image_suffix
 from skysort.data.sources import LabeledImages, iter_image_files
 from skysort.errors import ConfigError, DataError, LabelError
@@ -69,6 +71,7 @@ class ImageIndex:
         self.by_rel: dict[str, Path] = {}
         self.by_stem: dict[str, Path] = {}
         self.by_name: dict[str, list[Path]] = defaultdict(list)
+        self._sorted: list[str] | None = None
         for path in iter_image_files(folder):
             rel = Path(os.path.relpath(path, folder)).as_posix()
             self.by_rel[rel] = path
@@ -76,9 +79,13 @@ class ImageIndex:
             self.by_name[path.name].append(path)
 
     def find(self, key: str, pattern: str | None, where: str) -> Path | None:
-        """The image for ``key`` (an id, or a file name with a pattern ``{id}.png``)."""
-        rel = pattern.format(id=key) if pattern else key
-        check_inside(self.folder, rel, where)
+        """The image for ``key`` (an id, or a file name with a pattern ``{id}.png``); with
+        ``{band}`` in the pattern (``{id}_{band}.fits``), the per-band pattern of its files
+        when at least one band's file is there (a missing band is found when it is read)."""
+        rel = pattern.format(id=key, band=BAND_FIELD) if pattern else key
+        check_inside(self.folder, rel.replace(BAND_FIELD, "band"), where)
+        if BAND_FIELD in rel:
+            return self.folder / rel if self.band_files(rel) else None
         if rel in self.by_rel:
             return self.by_rel[rel]
         if pattern is None:
@@ -88,6 +95,22 @@ class ImageIndex:
             if len(names) == 1:
                 return names[0]
         return None
+
+
+    def band_files(self, rel: str) -> list[Path]:
+        """The files under the folder that the per-band pattern ``rel`` names (found by
+        prefix in the sorted relative paths, so each row costs a search, not a scan)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.by_rel)
+        head, _, tail = rel.partition(BAND_FIELD)
+        found = []
+        for name in self._sorted[bisect.bisect_left(self._sorted, head):]:
+            if not name.startswith(head):
+                break
+            band = name[len(head):len(name) - len(tail)]
+            if name.endswith(tail) and band and "/" not in band:
+                found.append(self.by_rel[name])
+        return found
 
 
 def check_inside(root: Path, rel: str, where: str) -> None:
@@ -168,12 +191,15 @@ def read_csv_table(table: str | Path, images: str | Path | None = None, *,
             continue
         path = index.find(key, pattern, f"{table}, row {line}")
         if path is None:
-            expected = pattern.format(id=key) if pattern else f"{key}.<image extension>"
+            expected = (pattern.format(id=key, band=BAND_FIELD) if pattern
+                        else f"{key}.<image extension>")
             issues.append(LabelIssue("missing image", line, key, f"no file {expected} in "
                                      f"{folder}"))
             continue
         kept.append((line, key, path, [row[i] for i in at]))
     used = {p for _, _, p, _ in kept}
+    used.update(f for p in list(used) if BAND_FIELD in p.name
+                for f in index.band_files(Path(os.path.relpath(p, folder)).as_posix()))
     for path in index.by_rel.values():
         if path not in used and path != table:  # a FITS table among its images
             issues.append(LabelIssue("no row", None, path.name,

@@ -4,7 +4,10 @@
 mean and std) plus an optional centre cut of the raw image (``center_fraction``: 0.5 turns
 a 424 px Galaxy Zoo image into its central 212 px). It comes from the backbone's
 pretrained config (timm's ``pretrained_cfg``), is saved with every model, and is the one
-definition that training, evaluation, prediction and export all use.
+definition that training, evaluation, prediction and export all use. Its ``fits``
+(:class:`~skysort.data.fits.FitsDecode`) says how FITS files become pixels: one RGB
+composite, or with ``channels="all"`` every band (``C`` channels, held as uint8 ``(H, W, C)``
+arrays, each resized as its own Pillow ``L`` image: what Pillow does to each band of RGB).
 
 The evaluation path is timm's: resize the shorter side to ``input_size / crop_pct``, take
 the centre ``input_size`` square, scale to [0, 1], normalise by mean and std. It runs in
@@ -20,30 +23,30 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
-from collections.abc import Container, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
 from PIL import Image
 
-from skysort.data.images import file_digest, load_image
+from skysort.data.fits_decode import FitsDecode
+from skysort.data.images import file_digest, load_image, load_pixels
+from skysort.data.pixels import (
+    INTERPOLATIONS,
+    REDUCING_GAP,
+    Pixels,
+    crop,
+    pixels_size,
+    resize_channels,
+    touch,
+)
+from skysort.data.pixels import evict_pixel_cache as evict_pixel_cache  # re-exported
 from skysort.errors import ConfigError
-
-_INTERPOLATIONS = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-    "lanczos": Image.Resampling.LANCZOS,
-}
-
-#: Pillow's reducing_gap: downscale by an integer factor first when the image is at least
-#: this many times larger than the target, then resample. Much faster on large images and
-#: visually indistinguishable from a single resample (Pillow documents 3.0 as such).
-REDUCING_GAP = 3.0
 
 AUGMENT_PRESETS = ("sky", "photo", "none")
 
@@ -63,14 +66,21 @@ def check_input_size(size: int) -> int:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How an image is turned into a normalised ``(3, input_size, input_size)`` array."""
+    """How an image is turned into a normalised ``(C, input_size, input_size)`` array
+    (``C`` = :attr:`channels`: 3 but for FITS bands with ``fits.channels="all"``).
+
+    ``mean`` and ``std`` hold one value per channel; three given for another channel
+    count are extended: every channel past the third gets the mean of the three (fewer
+    than three channels: each gets it), a neutral start for bands ImageNet never saw.
+    """
 
     input_size: int = 224
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
     center_fraction: float = 1.0
+    fits: FitsDecode = field(default_factory=FitsDecode)
     _scale: np.ndarray = field(init=False, repr=False, compare=False)
     _shift: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -82,17 +92,28 @@ class Preprocess:
             raise ConfigError(f"crop_pct {self.crop_pct} must lie in [0.1, 1.0]")
         if not 0.05 <= self.center_fraction <= 1.0:
             raise ConfigError(f"center_fraction {self.center_fraction} must lie in [0.05, 1]")
-        if self.interpolation not in _INTERPOLATIONS:
+        if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(
-                f"interpolation {self.interpolation!r} is not one of {sorted(_INTERPOLATIONS)}"
+                f"interpolation {self.interpolation!r} is not one of {sorted(INTERPOLATIONS)}"
             )
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, _per_channel(name, getattr(self, name),
+                                                        self.channels))
         std = np.asarray(self.std, dtype=np.float32)
         mean = np.asarray(self.mean, dtype=np.float32)
         # (x / 255 - mean) / std == x * scale + shift, one fused multiply-add per pixel.
-        object.__setattr__(self, "_scale", (1.0 / (255.0 * std)).reshape(3, 1, 1))
-        object.__setattr__(self, "_shift", (-mean / std).reshape(3, 1, 1))
+        object.__setattr__(self, "_scale", (1.0 / (255.0 * std)).reshape(-1, 1, 1))
+        object.__setattr__(self, "_shift", (-mean / std).reshape(-1, 1, 1))
+
+    @property
+    def channels(self) -> int:
+        """The model's input channels (:attr:`FitsDecode.n_channels`)."""
+        return self.fits.n_channels
+
+    def with_fits(self, fits: FitsDecode) -> Preprocess:
+        """This preprocessing with another FITS decoding; ``mean`` and ``std`` are its
+        first three (RGB) values, extended to the new channel count as the class says."""
+        return replace(self, fits=fits, mean=(self.mean * 3)[:3], std=(self.std * 3)[:3])
 
     @property
     def resize_size(self) -> int:
@@ -123,11 +144,13 @@ class Preprocess:
         """A JSON-friendly description (saved in ``model.json`` and ONNX metadata)."""
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         out["mean"], out["std"] = list(self.mean), list(self.std)
+        out["fits"] = self.fits.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
-        known = {"input_size", "crop_pct", "interpolation", "mean", "std", "center_fraction"}
+        known = {"input_size", "crop_pct", "interpolation", "mean", "std", "center_fraction",
+                 "fits"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(
@@ -140,23 +163,23 @@ class Preprocess:
             mean=tuple(data.get("mean", defaults.mean)),
             std=tuple(data.get("std", defaults.std)),
             center_fraction=float(data.get("center_fraction", defaults.center_fraction)),
+            fits=FitsDecode.from_dict(data["fits"]) if data.get("fits") else FitsDecode(),
         )
 
     # -- the pipeline -----------------------------------------------------------------
 
-    def center_cut(self, img: Image.Image) -> Image.Image:
+    def center_cut(self, img: Pixels) -> Pixels:
         """The central ``center_fraction`` of the raw image (all of it by default)."""
         if self.center_fraction >= 1.0:
             return img
-        width, height = img.size
+        width, height = pixels_size(img)
         w, h = max(1, round(width * self.center_fraction)), max(1, round(height *
                                                                        self.center_fraction))
-        left, top = (width - w) // 2, (height - h) // 2
-        return img.crop((left, top, left + w, top + h))
+        return crop(img, (width - w) // 2, (height - h) // 2, w, h)
 
-    def resize(self, img: Image.Image, short: int | None = None) -> Image.Image:
+    def resize(self, img: Pixels, short: int | None = None) -> Pixels:
         """Resizes the shorter side to ``short`` (default :attr:`resize_size`)."""
-        width, height = img.size
+        width, height = pixels_size(img)
         short = short or self.resize_size
         # Integer truncation of the long side, exactly as torchvision's Resize.
         if width <= height:
@@ -165,55 +188,65 @@ class Preprocess:
             new_w, new_h = int(width * short / height), short
         if (new_w, new_h) == (width, height):
             return img
-        return img.resize((new_w, new_h), _INTERPOLATIONS[self.interpolation],
+        if isinstance(img, np.ndarray):
+            return resize_channels(img, (new_w, new_h), self.interpolation)
+        return img.resize((new_w, new_h), INTERPOLATIONS[self.interpolation],
                           reducing_gap=REDUCING_GAP)
 
-    def crop_center(self, img: Image.Image) -> Image.Image:
+    def crop_center(self, img: Pixels) -> Pixels:
         """The centre ``input_size`` square."""
-        width, height = img.size
+        width, height = pixels_size(img)
         left, top = (width - self.input_size) // 2, (height - self.input_size) // 2
         if (left, top, width, height) == (0, 0, self.input_size, self.input_size):
             return img
-        return img.crop((left, top, left + self.input_size, top + self.input_size))
+        return crop(img, left, top, self.input_size, self.input_size)
 
-    def resize_crop(self, img: Image.Image) -> Image.Image:
+    def resize_crop(self, img: Pixels) -> Pixels:
         """Centre cut, resize of the shorter side to :attr:`resize_size`, centre square."""
         return self.crop_center(self.resize(self.center_cut(img)))
 
     def normalize(self, img: Image.Image | np.ndarray) -> np.ndarray:
-        """An RGB image (H, W, 3) uint8 -> float32 (3, H, W), scaled and normalised."""
+        """An image (H, W, C) uint8 -> float32 (C, H, W), scaled and normalised."""
         arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1)
         return arr * self._scale + self._shift
 
     def normalize_batch(self, batch: np.ndarray) -> np.ndarray:
-        """A batch of RGB images (N, H, W, 3) uint8 -> float32 (N, 3, H, W); the same
+        """A batch of images (N, H, W, C) uint8 -> float32 (N, C, H, W); the same
         values as :meth:`normalize`, a channel at a time (twice as fast as converting
         the whole batch and then scaling it)."""
-        n, h, w, _ = batch.shape
-        out = np.empty((n, 3, h, w), dtype=np.float32)
-        for c in range(3):
+        n, h, w, channels = batch.shape
+        if channels != self.channels:
+            raise ValueError(f"a batch of {channels} channels for a model of {self.channels}")
+        out = np.empty((n, channels, h, w), dtype=np.float32)
+        for c in range(channels):
             np.multiply(batch[..., c], self._scale[c, 0, 0], out=out[:, c], dtype=np.float32)
             out[:, c] += self._shift[c, 0, 0]
         return out
 
-    def __call__(self, img: Image.Image) -> np.ndarray:
+    def __call__(self, img: Image.Image | np.ndarray) -> np.ndarray:
         """The evaluation transform of an image already decoded: resize, centre crop,
         normalise (files go through :func:`create_transform`)."""
         return self.normalize(self.resize_crop(img))
 
-    def decode(self, path: str | Path) -> Image.Image:
-        """Decodes a file; a large JPEG is decoded in draft mode at the smallest scale
-        that still covers what the resize keeps."""
+    def decode(self, path: str | Path) -> Image.Image | np.ndarray:
+        """Decodes a file: an RGB image, or ``(H, W, C)`` pixels of another channel count;
+        a large JPEG is decoded in draft mode at the smallest scale that still covers what
+        the resize keeps."""
         need = math.ceil(self.resize_size / self.center_fraction)
-        return load_image(path, min_size=need)
+        if self.fits.channels == "all" or self.channels != 3:
+            pixels = load_pixels(path, min_size=need, fits=self.fits)
+            return Image.fromarray(pixels) if pixels.shape[2] == 3 else pixels
+        return load_image(path, min_size=need, fits=self.fits)
 
     def pixel_file(self, digest: str, cache_dir: str | Path) -> Path:
         """The pixel cache entry of the file whose content hash is ``digest``: its name
         is keyed by the content and by what of this preprocessing shapes the pixels."""
-        spec = f"{digest}|{self.resize_size}|{self.center_fraction}|{self.interpolation}"
+        fits = json.dumps(self.fits.to_dict(), sort_keys=True)
+        spec = f"{digest}|{self.resize_size}|{self.center_fraction}|{self.interpolation}|{fits}"
         return Path(cache_dir) / f"{hashlib.sha256(spec.encode()).hexdigest()[:40]}.npy"
 
-    def resized(self, path: str | Path, cache_dir: str | Path | None = None) -> Image.Image:
+    def resized(self, path: str | Path, cache_dir: str | Path | None = None
+                ) -> Image.Image | np.ndarray:
         """The decoded image, centre-cut and resized to :attr:`resize_size` (not cropped).
 
         Training reads every image once per epoch; for a large file (a photograph of many
@@ -227,12 +260,14 @@ class Preprocess:
         if cache_dir is not None:
             file = self.pixel_file(file_digest(path), cache_dir)
             try:
-                cached = Image.fromarray(np.load(file, allow_pickle=False))
+                cached = np.load(file, allow_pickle=False)
+                if cached.ndim != 3 or cached.shape[2] != self.channels:
+                    raise ValueError(f"{file}: pixels of shape {cached.shape}")
             except (OSError, ValueError):  # not cached yet, or a damaged entry: decode
                 pass
             else:
                 touch(file)
-                return cached
+                return Image.fromarray(cached) if cached.shape[2] == 3 else cached
         img = self.resize(self.center_cut(self.decode(path)))
         if file is not None:  # whole or not at all, whoever else writes the same entry
             tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
@@ -247,41 +282,14 @@ class Preprocess:
         return img
 
 
-def touch(file: Path) -> None:
-    """Records that a pixel cache entry was just used: its modification time is what
-    :func:`evict_pixel_cache` goes by (access times are often not kept: noatime,
-    relatime). An entry that vanished meanwhile, or a read-only cache, is no error."""
-    with contextlib.suppress(OSError):
-        os.utime(file)
-
-
-def evict_pixel_cache(folder: str | Path, max_bytes: float, keep: Container[str] = ()
-                      ) -> tuple[int, int]:
-    """Removes pixel cache entries of ``folder``, least recently used first, until the
-    ``.npy`` files there total at most ``max_bytes``; never one named in ``keep`` (the
-    entries of the data in use). Other processes may read, write and evict at once: an
-    entry that vanishes is counted as gone, and one removed while in use is decoded again
-    by its reader. Returns ``(entries removed, bytes removed)``."""
-    total, others = 0, []
-    for file in Path(folder).glob("*.npy"):
-        try:
-            stat = file.stat()
-        except OSError:  # evicted by another process meanwhile
-            continue
-        total += stat.st_size
-        if file.name not in keep:
-            others.append((stat.st_mtime, file.name, stat.st_size, file))
-    removed = freed = 0
-    for _, _, size, file in sorted(others):
-        if total <= max_bytes:
-            break
-        try:
-            file.unlink(missing_ok=True)
-        except OSError:  # cannot be removed (permissions): still there
-            continue
-        total -= size
-        removed, freed = removed + 1, freed + size
-    return removed, freed
+def _per_channel(name: str, values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """``values`` for ``channels`` channels (three: extended as :class:`Preprocess` says)."""
+    values = tuple(float(v) for v in values)
+    if len(values) == 3 and channels != 3:
+        values = (values * (channels > 3) + (sum(values) / 3,) * channels)[:channels]
+    if len(values) != channels:
+        raise ConfigError(f"{name} has {len(values)} values for {channels} channels")
+    return values
 
 
 @dataclass(frozen=True)
@@ -297,12 +305,12 @@ class EvalTransform:
     cache_dir: str | None = None
 
     def pixels(self, path: str | Path) -> np.ndarray:
-        """The uint8 ``(H, W, 3)`` crop the model sees, before normalising."""
+        """The uint8 ``(H, W, C)`` crop the model sees, before normalising."""
         pre = self.preprocess
         return np.asarray(pre.crop_center(pre.resized(path, self.cache_dir)))
 
     def normalize_batch(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 crops ``(N, H, W, 3)`` -> the model's float32 input ``(N, 3, H, W)``."""
+        """uint8 crops ``(N, H, W, C)`` -> the model's float32 input ``(N, C, H, W)``."""
         return self.preprocess.normalize_batch(batch)
 
     def __call__(self, path: str | Path) -> np.ndarray:
@@ -311,7 +319,7 @@ class EvalTransform:
 
 @dataclass(frozen=True)
 class TrainPixels:
-    """What training augments: the uint8 ``(S, S, 3)`` centre square of the resized image
+    """What training augments: the uint8 ``(S, S, C)`` centre square of the resized image
     (``S`` = :attr:`Preprocess.resize_size`), through the pixel cache when ``cache_dir``
     is given, so that every epoch after the first decodes nothing. Called with
     ``(path, (epoch, index))`` like any training transform; the augmentation itself runs
@@ -325,10 +333,10 @@ class TrainPixels:
         pre = self.preprocess
         img = pre.resized(path, self.cache_dir)
         side = pre.resize_size
-        width, height = img.size
+        width, height = pixels_size(img)
         left, top = (width - side) // 2, (height - side) // 2
         if (left, top) != (0, 0) or (width, height) != (side, side):
-            img = img.crop((left, top, left + side, top + side))
+            img = crop(img, left, top, side, side)
         return np.asarray(img)
 
 
@@ -361,7 +369,7 @@ def create_transform(preprocess: Preprocess, *, training: bool = False,
 
 
 def tta_views(images: np.ndarray, preset: str) -> list[np.ndarray]:
-    """Test-time augmentation views of a normalised batch ``(n, 3, h, w)``: the eight
+    """Test-time augmentation views of a normalised batch ``(n, c, h, w)``: the eight
     rotations and flips of a square for ``sky``, the image and its mirror otherwise."""
     if preset == "sky":
         views = [np.rot90(images, k, axes=(2, 3)) for k in range(4)]

@@ -4,24 +4,55 @@ Pages are Jinja2 templates (``templates/``) with their CSS inline; plots (matplo
 image thumbnails are embedded as ``data:`` URIs, so a page needs nothing but itself: it
 opens from disk in any browser, with no script, font or request to a network, and can be
 mailed to a colleague. Thumbnails are small JPEGs read through skysort's own image reader
-(FITS, 16-bit PNG and TIFF included).
+(FITS, 16-bit PNG and TIFF included); inside :func:`images_decoded_as`, FITS images are
+shown as the model's or the inspection's decoding says (its bands and data-set-wide
+scale), so a page shows the images as they were seen.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from skysort.data.fits_decode import FitsDecode
 from skysort.data.images import load_image, read_or_reason
 from skysort.rundir import atomic_write
 from skysort.tasks.scores import number
 
 #: Side of a gallery thumbnail, pixels.
 THUMBNAIL = 96
+
+
+_DECODE: contextvars.ContextVar[FitsDecode | None] = contextvars.ContextVar("decode",
+                                                                           default=None)
+
+
+@contextlib.contextmanager
+def images_decoded_as(fits: FitsDecode | Mapping[str, Any] | None) -> Iterator[None]:
+    """Pages rendered inside show FITS images decoded as ``fits`` (a
+    :class:`FitsDecode` or its dict, as ``model.json`` and ``inspection.json`` keep it;
+    None or a damaged one: each image its own scale)."""
+    if isinstance(fits, Mapping):
+        try:
+            fits = FitsDecode.from_dict(fits)
+        except Exception:  # a damaged or future entry: show the per-image composite
+            fits = None
+    token = _DECODE.set(fits)
+    try:
+        yield
+    finally:
+        _DECODE.reset(token)
+
+
+def page_image(path: str | Path) -> Any:
+    """An image as a page shows it (a ``PIL.Image``); raises like ``load_image``."""
+    return load_image(path, fits=_DECODE.get())
 
 
 def data_uri(data: bytes, mime: str) -> str:
@@ -56,7 +87,7 @@ def _fewer_colors(png: bytes, colors: int) -> bytes:
 def thumbnail_uri(path: str | Path, size: int = THUMBNAIL) -> str | None:
     """A small JPEG of an image file as a data URI; None when it cannot be read (a file
     that moved since the run)."""
-    image, _ = read_or_reason(load_image, path)
+    image, _ = read_or_reason(page_image, path)
     if image is None:
         return None
     image.thumbnail((size, size))
@@ -86,7 +117,9 @@ def render(template: str, context: dict[str, Any], output: Path) -> Path:
     env.filters["num"] = number
     env.filters["pct"] = lambda v, d=1: "n/a" if _missing(v) else f"{100 * v:.{d}f}%"
     html = env.get_template(template).render(**context)
-    atomic_write(output, html.encode("utf-8"))
+    # a file name that is not UTF-8 (held as surrogates) is shown as its bytes, \xe9
+    text = html.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    atomic_write(output, text.encode("utf-8"))
     return output
 
 

@@ -39,7 +39,7 @@ from skysort.evaluation.plots import (
     plot_vote_totals,
     vote_histogram,
 )
-from skysort.evaluation.render import figure_uri, render, thumbnail_uri
+from skysort.evaluation.render import figure_uri, images_decoded_as, render, thumbnail_uri
 from skysort.evaluation.render import read_rows as _read_csv
 from skysort.rundir import (
     BAD_FILES,
@@ -61,8 +61,7 @@ from skysort.tasks.fractions import DERIVED_CLASSES, derived_classes
 GALLERY = 48
 #: Per class: the most confident correct and the most confident wrong images, at most.
 PER_CLASS = 8
-#: Thumbnails of all classes' galleries together: with many classes, fewer per class (two
-#: correct and two wrong at least), and then only the classes with the most mistakes.
+#: Thumbnails of all classes' galleries together (then fewer per class, 2+2 at least).
 PER_CLASS_TOTAL = 96
 #: Rows of bad files and label issues shown (the CSVs hold them all).
 FIRST_ROWS = 10
@@ -85,7 +84,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def write_report(run: str | Path, metrics_path: str | Path | None = None,
                  output: str | Path | None = None) -> Path:
     """Renders the report of ``run`` (for ``metrics_path``, default its ``metrics.json``).
-
     Returns:
         The page written: ``output``, or ``report.html`` (``report_<name>.html`` beside
         ``metrics_<name>.json``).
@@ -116,22 +114,24 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
                 "labels": lambda: _labels_section(metrics, rows, task),
                 "fractions": lambda: _fractions_section(metrics, rows, root, model, task),
                 "counts": lambda: _counts_section(metrics, rows, task)}
-    context: dict[str, Any] = {
-        "title": f"skysort report: {run.name}",
-        "run": str(run), "kind": task.kind, "metrics": metrics,
-        "headline": {"name": name.replace("_", " "), "value": value, "baseline": base,
-                     "lower_is_better": task.lower_is_better},
-        "warnings": metrics.get("warnings", []),
-        "not_held_out": not_held_out(metrics),
-        "data": _data_section(run, metrics, config),
-        "training": _training_section(run),
-        # the sections the task's kind has (Task.report_sections); the others stay empty
-        **{section: draw() if section in task.report_sections else None
-           for section, draw in sections.items()},
-        "probabilities": _probability_section(metrics),
-        "provenance": _provenance(run, metrics, config, model),
-    }
-    return render("report.html.j2", context, out)
+    pre = model.get("preprocess")
+    with images_decoded_as(pre.get("fits") if isinstance(pre, dict) else None):  # as seen
+        context: dict[str, Any] = {
+            "title": f"skysort report: {run.name}",
+            "run": str(run), "kind": task.kind, "metrics": metrics,
+            "headline": {"name": name.replace("_", " "), "value": value, "baseline": base,
+                         "lower_is_better": task.lower_is_better},
+            "warnings": metrics.get("warnings", []),
+            "not_held_out": not_held_out(metrics),
+            "data": _data_section(run, metrics, config),
+            "training": _training_section(run),
+            # the sections the task's kind has (Task.report_sections); the others stay empty
+            **{section: draw() if section in task.report_sections else None
+               for section, draw in sections.items()},
+            "probabilities": _probability_section(metrics),
+            "provenance": _provenance(run, metrics, config, model),
+        }
+        return render("report.html.j2", context, out)
 
 
 def _plot(draw: Callable[[Any], Any]) -> str | None:

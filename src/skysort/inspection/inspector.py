@@ -24,7 +24,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ import numpy as np
 
 from skysort.config import TrainConfig
 from skysort.data.dataset import choose_task_kind, open_dataset
+from skysort.data.fits_decode import FitsDecode, fit_decode
+from skysort.data.images import MAX_PIXELS
 from skysort.data.sources import LabeledImages, first_occurrences
 from skysort.data.split import describe_target, split_by_hash
 from skysort.data.tables import LabelIssue, summarize_issues, write_label_issues
@@ -157,7 +159,7 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
             shutil.rmtree(out / stale)
         else:
             (out / stale).unlink(missing_ok=True)
-    features, bad, hashes, meta = embed_dataset(cfg, dataset, splits.count("train"))
+    features, bad, hashes, meta = embed_dataset(cfg, dataset, splits)
     prints = cached_fingerprints(dataset.paths, hashes, cfg.cache_dir or default_cache_dir(),
                                  cfg.workers)
     for i, why in prints.bad.items():
@@ -210,6 +212,7 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
                        errors, errors_note, oddity, rel, map_method, fractions,
                        meta["embedding_key"], meta["backbone"])
     summary["repeated_rows"] = repeated
+    summary["fits"] = meta["fits"]  # how the pages show FITS images
     summary["seconds"] = round(time.perf_counter() - started, 2)
     (out / INSPECT_SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False,
                                                   default=_jsonable), encoding="utf-8")
@@ -217,35 +220,41 @@ def inspect(data: str | Path | LabeledImages | None = None, config: TrainConfig 
     return InspectResult(out=out, summary=summary, page=written)
 
 
-def embed_dataset(cfg: TrainConfig, dataset: LabeledImages, n_train: int
+def embed_dataset(cfg: TrainConfig, dataset: LabeledImages, splits: Sequence[str]
                   ) -> tuple[np.ndarray, dict[int, str], list[str | None], dict[str, Any]]:
-    """The embeddings training would compute (the same backbone, input size and pixel
-    cache, so the cache serves both): ``(features, unreadable, content hashes, meta)``
-    as :func:`embed_like` returns them. Sets ``cfg.input_size``."""
+    """The embeddings training would compute (the same backbone, input size, FITS
+    decoding fitted to the training split, and pixel cache, so the cache serves both):
+    ``(features, unreadable, content hashes, meta)`` as :func:`embed_like` returns them.
+    Sets ``cfg.input_size``."""
     from skysort.models.backbones import native_input_size
 
-    mode, _ = resolve_finetune(cfg.finetune, n_train)
+    train = [p for p, s in zip(dataset.paths, splits, strict=True) if s == "train"]
+    decode = fit_decode(train, cfg.fits_decode(), MAX_PIXELS)
+    mode, _ = resolve_finetune(cfg.finetune, len(train))
     cfg.input_size = choose_input_size(cfg.input_size, cfg.center_fraction, dataset.paths,
                                        native_input_size(cfg.backbone), mode)
     return embed_like(dataset.paths, cfg.backbone, cfg.weights, cfg.input_size,
                       cfg.center_fraction, cfg.cache_dir, cfg.workers, device=cfg.device,
-                      pixels_for=cfg if mode != "head" else None)
+                      pixels_for=cfg if mode != "head" else None, fits=decode.to_dict())
 
 
 def embed_like(paths: Sequence[Path], backbone_name: str, weights: str, input_size: int | None,
                center_fraction: float, cache_dir: str | None = None,
                workers: int | None = None, *, device: str = "auto",
-               pixels_for: TrainConfig | None = None
+               pixels_for: TrainConfig | None = None, fits: Mapping[str, Any] | None = None
                ) -> tuple[np.ndarray, dict[int, str], list[str | None], dict[str, Any]]:
-    """Embeddings of ``paths`` through the cache, with this backbone and preprocessing
-    (and the pixel cache of ``pixels_for``'s fine-tuning, when given): ``(features,
-    unreadable, content hashes, meta)``, ``meta`` saying how to embed another image
-    alike."""
+    """Embeddings of ``paths`` through the cache, with this backbone and preprocessing (and
+    the pixel cache of ``pixels_for``'s fine-tuning, when given): ``(features, unreadable,
+    content hashes, meta)``, ``meta`` saying how to embed another image alike. FITS images
+    are decoded as ``fits`` (a :class:`FitsDecode` as a dict) says, else fitted to ``paths``."""
     from skysort.device import resolve_device
     from skysort.models.backbones import create_backbone
     from skysort.models.embeddings import cached_embeddings, content_hash, embedding_key
 
-    backbone = create_backbone(backbone_name, weights, input_size, center_fraction)
+    decode = FitsDecode.from_dict(fits) if fits is not None else \
+        fit_decode(list(paths), FitsDecode(), MAX_PIXELS)
+    backbone = create_backbone(backbone_name, weights, input_size, center_fraction,
+                               in_chans=decode.n_channels, fits=decode)
     key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
     hashes = [content_hash(p) for p in paths]
     pixels = pixel_cache(pixels_for.cache_dir, pixels_for.cache_max_gb, backbone.preprocess,
@@ -256,7 +265,7 @@ def embed_like(paths: Sequence[Path], backbone_name: str, weights: str, input_si
                                       device=resolve_device(device))
     meta = {"backbone": backbone.name, "weights": weights, "weights_id": backbone.weights_id,
             "input_size": backbone.preprocess.input_size, "center_fraction": center_fraction,
-            "embedding_key": key}
+            "embedding_key": key, "fits": decode.to_dict()}
     return features, bad, hashes, meta
 
 

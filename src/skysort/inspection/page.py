@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from skysort.data.images import load_image, read_or_reason
+from skysort.data.images import read_or_reason
 from skysort.errors import RunError
 from skysort.evaluation.plots import (
     plot_class_counts,
@@ -24,7 +24,14 @@ from skysort.evaluation.plots import (
     plot_vote_agreement,
     plot_vote_totals,
 )
-from skysort.evaluation.render import figure_uri, read_rows, render, thumbnail_uri
+from skysort.evaluation.render import (
+    figure_uri,
+    images_decoded_as,
+    page_image,
+    read_rows,
+    render,
+    thumbnail_uri,
+)
 from skysort.inspection.oddities import spread_points
 from skysort.rundir import (
     BAD_FILES,
@@ -65,6 +72,13 @@ def write_inspect_page(out: str | Path, output: str | Path | None = None) -> Pat
         return {"path": path, "uri": thumbnail_uri(root / path), "caption": caption,
                 "label": row.get("label", ""), "split": row.get("split", "")}
 
+    with images_decoded_as(summary.get("fits")):  # FITS images as the inspection saw them
+        return _render_page(out, output, root, summary, images, item)
+
+
+def _render_page(out: Path, output: str | Path | None, root: Path, summary: dict[str, Any],
+                 images: list[dict[str, str]], item: Callable[[str, str], dict[str, Any]]
+                 ) -> Path:
     groups = _group_rows(read_rows(out / DUPLICATES) or [])
     shown_groups = sorted(groups, key=lambda g: (-int(g["spans_splits"]),
                                                  -int(g["spans_labels"]), g["id"]))[:GROUPS]
@@ -137,7 +151,7 @@ def _map(images: list[dict[str, str]], root: Path, method: str, by_class: bool) 
     xy = np.array([[float(r["map_x"]), float(r["map_y"])] for r in rows])
     thumbnails = []
     for i in spread_points(xy, MAP_THUMBNAILS):
-        image, _ = read_or_reason(load_image, root / rows[i]["path"])
+        image, _ = read_or_reason(page_image, root / rows[i]["path"])
         if image is not None:
             image.thumbnail((40, 40))
             thumbnails.append((i, np.asarray(image)))

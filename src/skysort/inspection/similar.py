@@ -9,6 +9,7 @@ second.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from skysort.data.sources import first_occurrences
 from skysort.errors import RunError
 from skysort.inspection.inspector import count_once, embed_dataset, embed_like, training_split
 from skysort.inspection.similarity_index import VECTORS, Match, SimilarityIndex
-from skysort.rundir import CONFIG, SIMILAR_DIR, SPLIT
+from skysort.rundir import CONFIG, MODEL_JSON, SIMILAR_DIR, SPLIT
 
 
 def load_or_build_index(source: str | Path, config: Any = None) -> SimilarityIndex:
@@ -48,19 +49,28 @@ def load_or_build_index(source: str | Path, config: Any = None) -> SimilarityInd
         labels = [r["label"] for r in rows]
         features, bad, _, meta = embed_like(paths, run_cfg.backbone, run_cfg.weights,
                                          plan.input_size, run_cfg.center_fraction,
-                                         cfg.cache_dir, cfg.workers)
+                                         cfg.cache_dir, cfg.workers, fits=_run_fits(source))
     else:  # data: embedded as inspect and train embed it, so the cache serves all three
         cfg = cfg.updated({"data": str(source)})
         dataset, _ = count_once(open_dataset(cfg.data_spec()))  # each file once
         paths = list(dataset.paths)
         labels = [describe_target(dataset, i) for i in range(len(dataset))]
-        features, bad, _, meta = embed_dataset(cfg, dataset,
-                                               training_split(dataset, cfg)[0].count("train"))
+        features, bad, _, meta = embed_dataset(cfg, dataset, training_split(dataset, cfg)[0])
     keep = [i for i in range(len(paths)) if i not in bad]
     if len(keep) < 2:
         raise RunError(f"{source}: fewer than two readable images to search")
     return SimilarityIndex.build(features[keep], [str(paths[i]) for i in keep],
                                  [labels[i] for i in keep], meta)
+
+
+def _run_fits(run: Path) -> dict[str, Any] | None:
+    """How the run's model decodes FITS images (``model.json``); None for a run from before
+    it said, or without a model."""
+    try:
+        fits = json.loads((run / MODEL_JSON).read_text(encoding="utf-8"))["preprocess"]["fits"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return fits if isinstance(fits, dict) else None
 
 
 def find_similar(source: str | Path, query: str | Path, k: int = 12, *,
@@ -87,23 +97,25 @@ def find_similar(source: str | Path, query: str | Path, k: int = 12, *,
     meta = index.meta
     features, bad, _, _ = embed_like([Path(query)], meta["backbone"], meta.get("weights", "auto"),
                                   meta.get("input_size"), meta.get("center_fraction", 1.0),
-                                  cache_dir, workers=0)
+                                  cache_dir, workers=0, fits=meta.get("fits") or {})
     if bad:
         from skysort.errors import ImageError
 
         raise ImageError(f"{query}: {bad[0]}")
     matches = index.query(features[0], k)
     if html is not None:
-        _write_page(Path(html), Path(query), matches, source)
+        _write_page(Path(html), Path(query), matches, source, meta.get("fits"))
     return matches
 
 
-def _write_page(output: Path, query: Path, matches: list[Match], source: str | Path) -> Path:
-    from skysort.evaluation.render import render, thumbnail_uri
+def _write_page(output: Path, query: Path, matches: list[Match], source: str | Path,
+                fits: dict[str, Any] | None) -> Path:
+    from skysort.evaluation.render import images_decoded_as, render, thumbnail_uri
 
-    items = [{"path": m.path, "uri": thumbnail_uri(m.path), "label": m.label, "split": "",
-              "caption": f"#{m.rank} · {m.similarity:.3f} · {m.label}"} for m in matches]
+    with images_decoded_as(fits):  # FITS images as the index saw them
+        items = [{"path": m.path, "uri": thumbnail_uri(m.path), "label": m.label, "split": "",
+                  "caption": f"#{m.rank} · {m.similarity:.3f} · {m.label}"} for m in matches]
+        query_item = {"path": str(query), "uri": thumbnail_uri(query, 160)}
     return render("similar.html.j2", {"title": f"skysort similar: {query.name}",
-                                      "query": {"path": str(query),
-                                                "uri": thumbnail_uri(query, 160)},
-                                      "source": str(source), "matches": items}, output)
+                                      "query": query_item, "source": str(source),
+                                      "matches": items}, output)

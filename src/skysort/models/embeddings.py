@@ -2,7 +2,8 @@
 
 With a frozen backbone, training only needs each image's pooled features. They are
 stored in an SQLite file per *embedding key* (backbone name, weights identity,
-preprocessing), indexed by the SHA-256 of the image file's content, so
+preprocessing, its FITS decoding and channels included), indexed by the SHA-256 of the
+image file's content, so
 
 * a second run on the same data skips the backbone entirely;
 * renaming or moving files keeps their cache entries; editing a file invalidates its own.
@@ -29,8 +30,9 @@ from skysort.data.loader import image_loader
 from skysort.data.transforms import Preprocess, create_transform
 from skysort.models.streaming import OnnxWorkerModel, iter_outputs, torch_runner
 
-#: Bumped when the way embeddings are computed changes, to retire old cache entries.
-EMBEDDING_VERSION = 1
+#: Bumped when the way embeddings are computed changes, to retire old cache entries
+#: (2: FITS decoding changed, and the preprocessing names it).
+EMBEDDING_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -120,7 +122,7 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
 
         folder = Path(cache_dir) if cache_dir else default_cache_dir()
         onnx = OnnxWorkerModel(str(cached_backbone_onnx(model, preprocess.input_size, key,
-                                                        folder)), key)
+                                                        folder, preprocess.channels)), key)
         start = 0
         dim = int(getattr(model, "num_features"))  # noqa: B009 (timm's attribute)
         for chunk, features, errors in iter_outputs(onnx, transform, paths, num_outputs=dim,

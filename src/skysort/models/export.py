@@ -1,11 +1,12 @@
 """``skysort export``: a trained run as one ONNX file that needs no run directory.
 
-The graph takes a batch of preprocessed images (``float32``, ``(batch, 3, size, size)``,
-dynamic batch) and returns what the task publishes: class probabilities, the positive
-class's probability, label probabilities, or vote fractions that obey the decision tree.
-Everything needed to use it travels in its metadata under the key ``skysort``: the task
-and its classes or answer columns, the preprocessing (input size, resize ratio,
-interpolation, mean, std, centre cut), the id column of a table-trained model, and the
+The graph takes a batch of preprocessed images (``float32``, ``(batch, C, size, size)``,
+dynamic batch; ``C`` = 3, or the FITS bands of a ``channels="all"`` model) and returns
+what the task publishes: class probabilities, the positive class's probability, label
+probabilities, or vote fractions that obey the decision tree. Everything needed to use it
+travels in its metadata under the key ``skysort``: the task and its classes or answer
+columns, the preprocessing (input size, resize ratio, interpolation, mean, std, centre
+cut, FITS decoding and channels), the id column of a table-trained model, and the
 skysort version. :func:`read_onnx_info` reads it back.
 """
 
@@ -58,7 +59,7 @@ def export_model(model: SkyModel, info: ModelInfo, output: Path, source: str = "
 
     metadata = {"skysort": json.dumps(info.to_dict()), SOURCE_KEY: source}
     return export_onnx(Published(model.eval()), info.preprocess.input_size, output, metadata,
-                       output_name="outputs")
+                       output_name="outputs", channels=info.preprocess.channels)
 
 
 def onnx_for_run(run: str | Path) -> Path:

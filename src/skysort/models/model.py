@@ -86,7 +86,8 @@ def load_model(run_dir: str | Path) -> tuple[SkyModel, ModelInfo]:
     weights = require(run_dir, MODEL_FILE)
     state, _ = read_safetensors(weights)
     backbone = create_backbone(info.backbone, weights="none",
-                               input_size=info.preprocess.input_size)
+                               input_size=info.preprocess.input_size,
+                               in_chans=info.preprocess.channels, fits=info.preprocess.fits)
     model = SkyModel(backbone.model, info.num_features, info.task, dropout=info.dropout)
     load_weights(model, state, weights)
     try:
@@ -125,7 +126,8 @@ class Published(nn.Module):
 
 def published_runner(model: SkyModel, device: torch.device | str = "cpu",
                      which: str = "published") -> Callable[[np.ndarray], np.ndarray]:
-    """The model's outputs of ``which`` as a function of a float32 NCHW array (torch)."""
+    """The model's outputs of ``which`` as a function of a float32 NCHW array (torch; ``C``
+    = the channels of the model's preprocessing)."""
     from skysort.models.streaming import torch_runner
 
     run = torch_runner(Published(model, which), device)

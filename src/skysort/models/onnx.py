@@ -1,9 +1,10 @@
 """ONNX export and ONNX Runtime sessions: the fast way to run a model on a CPU.
 
 On a CPU, ONNX Runtime runs the EfficientNet-Lite backbones two to four times faster than
-eager PyTorch. :func:`export_onnx` writes any module that takes a ``(batch, 3, h, w)``
-image tensor, with a dynamic batch size; :func:`cached_backbone_onnx` exports a frozen
-backbone once per embedding key into the cache folder and reuses it.
+eager PyTorch. :func:`export_onnx` writes any module that takes a ``(batch, c, h, w)``
+image tensor (``c`` = 3, or the bands of a FITS model), with a dynamic batch size;
+:func:`cached_backbone_onnx` exports a frozen backbone once per embedding key into the
+cache folder and reuses it.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ ONNX_OPSET = 17
 
 
 def export_onnx(module: nn.Module, input_size: int, path: str | Path,
-                metadata: dict[str, str] | None = None, output_name: str = "output") -> Path:
+                metadata: dict[str, str] | None = None, output_name: str = "output",
+                channels: int = 3) -> Path:
     """Exports ``module`` (in eval mode, on the CPU) to ``path``, written atomically.
 
     Args:
-        module: takes a float tensor ``(batch, 3, input_size, input_size)``.
+        module: takes a float tensor ``(batch, channels, input_size, input_size)``.
         input_size: the square input size.
         path: the ``.onnx`` file to write.
         metadata: key/value strings stored in the model (``metadata_props``).
         output_name: the name of the graph's output.
+        channels: the input channels (3 but for FITS bands with ``channels="all"``).
     """
     import onnx
     import torch
@@ -42,7 +45,7 @@ def export_onnx(module: nn.Module, input_size: int, path: str | Path,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     module = module.eval().to("cpu").to(memory_format=torch.contiguous_format)
-    example = torch.zeros(1, 3, input_size, input_size)
+    example = torch.zeros(1, channels, input_size, input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(tmp), input_names=["image"],
@@ -106,10 +109,10 @@ class OnnxModule:
 
 
 def cached_backbone_onnx(backbone: nn.Module, input_size: int, key: str,
-                         cache_dir: Path) -> Path:
+                         cache_dir: Path, channels: int = 3) -> Path:
     """The backbone as an ONNX file, exported once per embedding key (which names the
-    backbone, its weights and the preprocessing)."""
+    backbone, its weights and the preprocessing, channels included)."""
     path = cache_dir / "onnx" / f"{key}.onnx"
     if not path.is_file():
-        export_onnx(backbone, input_size, path, output_name="features")
+        export_onnx(backbone, input_size, path, output_name="features", channels=channels)
     return path

@@ -4,9 +4,10 @@ bad file.
 Batches of files are decoded in worker processes a few batches ahead of the model
 (:mod:`skysort.data.batches`). :func:`iter_outputs` normalises each batch and
 runs it through a *runner* (ONNX Runtime or torch: any function from a float32
-``(n, 3, h, w)`` array to an output array), optionally averaging test-time augmentation
-views, and yields ``(paths, outputs, errors)`` per batch so callers can write results as
-they come, with memory that does not grow with the number of files. Given an exported
+``(n, c, h, w)`` array, ``c`` the preprocessing's channels, to an output array),
+optionally averaging test-time augmentation views, and yields ``(paths, outputs,
+errors)`` per batch so callers can write results as they come, with memory that does not
+grow with the number of files. Given an exported
 model (:class:`OnnxWorkerModel`) instead of a runner, each worker process decodes *and*
 runs the model on its own batches, one core each: the fastest arrangement on a CPU.
 :func:`torch_runner` makes a runner of a torch module.
@@ -96,7 +97,7 @@ def iter_outputs(run: Runner | OnnxWorkerModel, transform: EvalTransform, paths:
     (NaN rows for unreadable files) and the reason for each unreadable one, by position.
 
     Args:
-        run: float32 images ``(b, 3, h, w)`` -> outputs ``(b, num_outputs)``, run here on
+        run: float32 images ``(b, c, h, w)`` -> outputs ``(b, num_outputs)``, run here on
             batches decoded by worker processes; or an :class:`OnnxWorkerModel`, run
             inside the workers themselves (default: one per core).
         tta: average over test-time views for this augmentation preset (``sky``: the

@@ -258,6 +258,23 @@ def draw_snr(rng: np.random.Generator, low: float, high: float) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
+def check_render(kind: str, rng: np.random.Generator, size: int, snr: float | None
+                 ) -> tuple[int, float]:
+    """``(size, snr)`` of a galaxy to render, checked (``snr`` drawn when None); raises
+    DataError for a kind, generator, size or S/N that is not valid."""
+    if kind not in MORPHOLOGIES:
+        raise DataError(f"unknown galaxy kind {kind!r}; choose one of {', '.join(MORPHOLOGIES)}")
+    if not isinstance(rng, np.random.Generator):
+        raise DataError(f"rng must be a numpy.random.Generator, not {type(rng).__name__}")
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 16:
+        raise DataError(f"size must be an integer of at least 16 pixels, got {size!r}")
+    if snr is None:
+        snr = draw_snr(rng, 5.0, 200.0)
+    elif not (isinstance(snr, numbers.Real) and math.isfinite(snr) and snr > 0):
+        raise DataError(f"snr must be a positive number, got {snr!r}")
+    return int(size), float(snr)
+
+
 def render_galaxy(kind: str, rng: np.random.Generator, size: int = 128, snr: float | None = None,
                   color: bool = True) -> np.ndarray:
     """Renders one simulated survey cutout of a galaxy of the given morphology.
@@ -277,17 +294,7 @@ def render_galaxy(kind: str, rng: np.random.Generator, size: int = 128, snr: flo
     Raises:
         DataError: If ``kind``, ``size``, ``snr`` or ``rng`` is not valid.
     """
-    if kind not in MORPHOLOGIES:
-        raise DataError(f"unknown galaxy kind {kind!r}; choose one of {', '.join(MORPHOLOGIES)}")
-    if not isinstance(rng, np.random.Generator):
-        raise DataError(f"rng must be a numpy.random.Generator, not {type(rng).__name__}")
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 16:
-        raise DataError(f"size must be an integer of at least 16 pixels, got {size!r}")
-    if snr is None:
-        snr = draw_snr(rng, 5.0, 200.0)
-    elif not (isinstance(snr, numbers.Real) and math.isfinite(snr) and snr > 0):
-        raise DataError(f"snr must be a positive number, got {snr!r}")
-    size = int(size)
+    size, snr = check_render(kind, rng, size, snr)
     gsp = _gsparams(size)
     extent = rng.uniform(0.15, 0.6) * size * PIXEL_SCALE  # visible diameter, arcsec
     parts = _BUILDERS[kind](rng, extent / 4.5, gsp)

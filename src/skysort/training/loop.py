@@ -9,7 +9,9 @@ resumed run restores.
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -93,6 +95,40 @@ def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+class CtrlC:
+    """Notes a Ctrl-C (SIGINT) as well as raising KeyboardInterrupt as Python does, so
+    that :meth:`check` raises it again where the first was swallowed: Python ignores an
+    exception raised in its at-fork hooks, which a Ctrl-C hits when it arrives while a
+    DataLoader starts its worker processes. Only the main thread can set the handler;
+    elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._old: Any = None
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+        if callable(self._old):
+            self._old(signum, frame)
+        elif self._old != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raises KeyboardInterrupt if a Ctrl-C came (and was not acted on)."""
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
 def fit(stage: Stage, task: Task, progress: Progress, *, threshold: float = 0.5,
         log: Callable[[dict[str, Any]], None] | None = None) -> Progress:
     """Runs ``stage`` from ``progress``: step through the batches, validate, keep the best,
@@ -107,61 +143,64 @@ def fit(stage: Stage, task: Task, progress: Progress, *, threshold: float = 0.5,
             (weights / BEST_CHECKPOINT).unlink(missing_ok=True)
     epoch_bar = tqdm(total=s.epochs, initial=progress.epoch, unit="epoch", dynamic_ncols=True,
                      desc=f"training {progress.stage}", disable=s.batch_bars, mininterval=1)
-    for epoch in range(progress.epoch, s.epochs):
-        if progress.stale >= s.patience:
-            break
-        start = time.perf_counter()
-        s.trainable.train()
-        freeze_norms(s.trainable)
-        total, seen = 0.0, 0
-        bar = tqdm(s.batches(epoch), total=s.steps, unit="batch", dynamic_ncols=True,
-                   desc=f"{progress.stage} {epoch + 1}/{s.epochs}", leave=False,
-                   disable=not s.batch_bars, mininterval=1)
-        for step, (inputs, targets) in enumerate(bar):
-            with torch.autocast(inputs.device.type, dtype=s.autocast or torch.bfloat16,
-                                enabled=s.autocast is not None):
-                loss = s.loss_fn(s.trainable(inputs).float(), targets)
-            s.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            s.optimizer.step()
-            s.scheduler.step()
-            if s.ema is not None:
-                s.ema.update(s.model, step=epoch * s.steps + step)
-            total += loss.item() * len(inputs)
-            seen += len(inputs)
-            bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
-        bar.close()
-        kept = s.ema.module if s.ema is not None else s.model
-        val_loss, outputs = s.validate(kept)
-        name, score, _ = task.headline(task.metrics(s.val_targets, outputs,
-                                                    threshold=threshold))
-        row = {"stage": progress.stage, "epoch": epoch + 1, "train_loss": total / max(seen, 1),
-               "val_loss": val_loss, f"val_{name}": score,
-               "lr": s.optimizer.param_groups[-1]["lr"], "time_s": time.perf_counter() - start}
-        progress.history.append(row)
-        epoch_bar.update()
-        epoch_bar.set_postfix(val_loss=f"{val_loss:.4f}")
-        if log:
-            log(row)
-        # Lower is better: the loss, an RMSE, or a score with its sign turned.
-        if s.monitor == "loss" or score is None:
-            value = val_loss
-        else:
-            value = score if task.lower_is_better else -score
-        improved = progress.best is None or value < progress.best - 1e-6
-        progress.epoch = epoch + 1
-        if improved:
-            progress.best, progress.stale = value, 0
-            if weights:
-                save_checkpoint(weights / BEST_CHECKPOINT, kept, state=progress.to_dict())
+    with CtrlC() as ctrl_c:  # a Ctrl-C that a forking worker swallowed still stops
+        for epoch in range(progress.epoch, s.epochs):
+            if progress.stale >= s.patience:
+                break
+            start = time.perf_counter()
+            s.trainable.train()
+            freeze_norms(s.trainable)
+            total, seen = 0.0, 0
+            bar = tqdm(s.batches(epoch), total=s.steps, unit="batch", dynamic_ncols=True,
+                       desc=f"{progress.stage} {epoch + 1}/{s.epochs}", leave=False,
+                       disable=not s.batch_bars, mininterval=1)
+            for step, (inputs, targets) in enumerate(bar):
+                with torch.autocast(inputs.device.type, dtype=s.autocast or torch.bfloat16,
+                                    enabled=s.autocast is not None):
+                    loss = s.loss_fn(s.trainable(inputs).float(), targets)
+                s.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                s.optimizer.step()
+                s.scheduler.step()
+                if s.ema is not None:
+                    s.ema.update(s.model, step=epoch * s.steps + step)
+                ctrl_c.check()
+                total += loss.item() * len(inputs)
+                seen += len(inputs)
+                bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
+            bar.close()
+            kept = s.ema.module if s.ema is not None else s.model
+            val_loss, outputs = s.validate(kept)
+            ctrl_c.check()
+            name, score, _ = task.headline(task.metrics(s.val_targets, outputs,
+                                                        threshold=threshold))
+            row = {"stage": progress.stage, "epoch": epoch + 1, "train_loss": total / max(seen, 1),
+                   "val_loss": val_loss, f"val_{name}": score,
+                   "lr": s.optimizer.param_groups[-1]["lr"], "time_s": time.perf_counter() - start}
+            progress.history.append(row)
+            epoch_bar.update()
+            epoch_bar.set_postfix(val_loss=f"{val_loss:.4f}")
+            if log:
+                log(row)
+            # Lower is better: the loss, an RMSE, or a score with its sign turned.
+            if s.monitor == "loss" or score is None:
+                value = val_loss
             else:
-                best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
-        else:
-            progress.stale += 1
-        if weights:
-            save_checkpoint(weights / LAST_CHECKPOINT, s.model, s.optimizer, s.scheduler,
-                            progress.to_dict(),
-                            extra={"ema": s.ema.module} if s.ema is not None else None)
+                value = score if task.lower_is_better else -score
+            improved = progress.best is None or value < progress.best - 1e-6
+            progress.epoch = epoch + 1
+            if improved:
+                progress.best, progress.stale = value, 0
+                if weights:
+                    save_checkpoint(weights / BEST_CHECKPOINT, kept, state=progress.to_dict())
+                else:
+                    best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
+            else:
+                progress.stale += 1
+            if weights:
+                save_checkpoint(weights / LAST_CHECKPOINT, s.model, s.optimizer, s.scheduler,
+                                progress.to_dict(),
+                                extra={"ema": s.ema.module} if s.ema is not None else None)
     epoch_bar.close()
     if weights and (weights / BEST_CHECKPOINT).is_file():
         load_checkpoint(weights / BEST_CHECKPOINT, s.model, restore_rng=False)

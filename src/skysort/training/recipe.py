@@ -13,7 +13,7 @@ directory (:mod:`skysort.rundir`).
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ import torch
 
 from skysort.config import TrainConfig
 from skysort.data.dataset import check_two_classes, choose_task_kind, open_dataset
+from skysort.data.fits_decode import fit_decode
+from skysort.data.images import MAX_PIXELS
 from skysort.data.sources import LabeledImages, first_occurrences
 from skysort.data.split import read_split_csv, split_by_hash, write_split_csv
 from skysort.data.tables import summarize_issues, write_label_issues
@@ -138,7 +140,7 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     input_size = _setup_input_size(cfg, dataset, mode, resume)
     if ddp.main:
         cfg.save(run_dir / CONFIG)  # the settings as given
-    backbone = create_backbone(cfg.backbone, cfg.weights, input_size, cfg.center_fraction)
+    backbone = _setup_backbone(cfg, dataset, splits, input_size)
     key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
     pixels, features, bad, groups = _setup_embeddings(cfg, dataset, backbone, key, mode,
                                                       splits, device, ddp)
@@ -248,6 +250,17 @@ def _setup_run_dir(cfg: TrainConfig, dataset: LabeledImages, resume: Path | None
         print(f"left out while reading labels: {summarize_issues(dataset.issues)}; "
               f"see {run_dir / LABEL_ISSUES}")
     return run_dir
+
+
+def _setup_backbone(cfg: TrainConfig, dataset: LabeledImages, splits: Sequence[str],
+                    input_size: int) -> Backbone:
+    """The backbone, its first convolution taking as many channels as the images give,
+    and its preprocessing with the FITS decoding fitted to the training images (the
+    data-set-wide Lupton scale; for ``channels=all``, the bands)."""
+    train = [p for p, s in zip(dataset.paths, splits, strict=True) if s == "train"]
+    decode = fit_decode(train, cfg.fits_decode(), MAX_PIXELS)
+    return create_backbone(cfg.backbone, cfg.weights, input_size, cfg.center_fraction,
+                           in_chans=decode.n_channels, fits=decode)
 
 
 def _setup_input_size(cfg: TrainConfig, dataset: LabeledImages, mode: str,
