@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skysort.evaluation.report import PER_CLASS, PER_CLASS_TOTAL, gallery_plan
+from skysort.evaluation.report_sections import PER_CLASS, PER_CLASS_TOTAL, gallery_plan
 
 
 def test_few_classes_get_eight_and_eight_each() -> None:

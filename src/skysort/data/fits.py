@@ -21,6 +21,7 @@ How a model turns these bands into pixels is :mod:`skysort.data.fits_decode`.
 
 from __future__ import annotations
 
+import glob
 import math
 import re
 import warnings
@@ -54,6 +55,14 @@ _NOT_A_BAND = frozenset({"WHT", "WEIGHT", "WEIGHTS", "IVAR", "INVVAR", "VAR", "V
                          "BPM", "BADPIX", "CTX", "CON", "EXP", "EXPTIME", "EXPMAP", "PSF",
                          "MODEL", "RESIDUAL", "BKG", "BACKGROUND"})
 
+
+#: File name endings read as FITS (lower case; ``.gz``: gzip-compressed).
+FITS_EXTENSIONS = frozenset({".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz"})
+
+
+def is_fits_name(name: str) -> bool:
+    """Whether a file name ends as a FITS file does (any case)."""
+    return name.lower().endswith(tuple(FITS_EXTENSIONS))
 
 @dataclass(frozen=True)
 class Bands:
@@ -143,16 +152,11 @@ def band_files(pattern: Path, bands: Sequence[str] = ()) -> list[tuple[str, Path
             raise ImageError(f"{pattern}: no file {', '.join(missing)}")
         return found
     found = [(file.name[len(head):len(file.name) - len(tail)], file)
-             for file in sorted(pattern.parent.glob(f"{glob_escape(head)}*{glob_escape(tail)}"))
+             for file in sorted(pattern.parent.glob(f"{glob.escape(head)}*{glob.escape(tail)}"))
              if len(file.name) > len(head) + len(tail)]
     if not found:
         raise ImageError(f"{pattern}: no file matches this per-band pattern")
     return found
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with glob's special characters taken literally."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _read_hdus(path: Path, max_pixels: int) -> Bands:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from skysort.data.fits import Bands, find_band, read_fits_bands, rgb_planes
+from skysort.data.fits import Bands, find_band, is_fits_name, read_fits_bands, rgb_planes
 from skysort.data.stretch import (
     LUPTON_PERCENTILE,
     LUPTON_Q,
@@ -150,7 +150,7 @@ def fit_decode(paths: Sequence[str | Path], decode: FitsDecode, max_pixels: int,
     are named, which every image must then have (a missing band or band file is an
     unreadable image, not another colour); else, for ``channels=all``, their count. With the
     ``percentile`` stretch only the bands are filled in."""
-    fits_paths = [Path(p) for p in paths if _is_fits_name(Path(p).name)]
+    fits_paths = [Path(p) for p in paths if is_fits_name(Path(p).name)]
     step = max(1, len(fits_paths) // limit)
     brights, noises, found = [], [], bool(decode.bands)
     for path in fits_paths[::step][:limit]:
@@ -176,8 +176,3 @@ def fit_decode(paths: Sequence[str | Path], decode: FitsDecode, max_pixels: int,
         stretch, q = data_set_scale(brights, noises)
         decode = replace(decode, scale=stretch, Q=q)
     return decode
-
-
-def _is_fits_name(name: str) -> bool:
-    lower = name.lower().removesuffix(".gz")
-    return lower.endswith((".fits", ".fit", ".fts"))

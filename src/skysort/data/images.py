@@ -31,12 +31,11 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from skysort.data.fits import BAND_FIELD, band_files, describe_fits
+from skysort.data.fits import BAND_FIELD, FITS_EXTENSIONS, band_files, describe_fits
 from skysort.data.fits_decode import FitsDecode, decode_fits
 from skysort.errors import ImageError
 
 PIL_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
-FITS_EXTENSIONS = frozenset({".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz"})
 IMAGE_EXTENSIONS = PIL_EXTENSIONS | FITS_EXTENSIONS
 
 #: Images with more pixels than this are refused (a decompression bomb, or a mosaic that

@@ -7,8 +7,10 @@ evaluation's ``metrics_<name>.json``, its per-image ``*_predictions.csv``, ``his
 ``skysort report RUN`` redraws it years later. A file a run does not have (an older
 run, a run stopped early) leaves its section out. Plots are matplotlib, galleries small
 JPEG thumbnails, all embedded (:mod:`skysort.evaluation.render`); galleries are capped
-(:data:`GALLERY` mistakes, :data:`PER_CLASS_TOTAL` thumbnails over all classes), so a large
-test split or many classes still give a page under 1 MB. Metrics of images that chose
+(:mod:`skysort.evaluation.report_sections` draws each task kind's figures and galleries:
+:data:`~skysort.evaluation.report_sections.GALLERY` mistakes,
+:data:`~skysort.evaluation.report_sections.PER_CLASS_TOTAL` thumbnails over all classes),
+so a large test split or many classes still give a page under 1 MB. Metrics of images that chose
 the model (a run without a test split scores its validation split) say so at the top.
 """
 
@@ -20,27 +22,25 @@ import os
 import platform
 import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from skysort._version import __version__
 from skysort.evaluation.metrics import not_held_out
 from skysort.evaluation.plots import (
-    plot_fraction_agreement,
-    plot_fraction_rmse,
-    plot_fraction_scatter,
     plot_history,
     plot_reliability,
     plot_risk_coverage,
-    plot_roc_pr,
-    plot_vote_totals,
-    vote_histogram,
 )
-from skysort.evaluation.render import figure_uri, images_decoded_as, render, thumbnail_uri
+from skysort.evaluation.render import images_decoded_as, render
 from skysort.evaluation.render import read_rows as _read_csv
+from skysort.evaluation.report_sections import (
+    classes_section,
+    counts_section,
+    fractions_section,
+    labels_section,
+    plot,
+)
 from skysort.rundir import (
     BAD_FILES,
     CONFIG,
@@ -54,15 +54,7 @@ from skysort.rundir import (
     SPLIT,
 )
 from skysort.tasks import Task, task_class, task_from_dict
-from skysort.tasks.dirichlet import question_totals
-from skysort.tasks.fractions import DERIVED_CLASSES, derived_classes
 
-#: Images per gallery at most: the worst mistakes, and each derived class.
-GALLERY = 48
-#: Per class: the most confident correct and the most confident wrong images, at most.
-PER_CLASS = 8
-#: Thumbnails of all classes' galleries together (then fewer per class, 2+2 at least).
-PER_CLASS_TOTAL = 96
 #: Rows of bad files and label issues shown (the CSVs hold them all).
 FIRST_ROWS = 10
 
@@ -110,10 +102,10 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
                 or config.get("data_root") or ".")  # config.yaml: a run from before resolved.json
     task = _task(metrics, model)
     name, value, base = task.headline(metrics)
-    sections = {"classes": lambda: _classes_section(metrics, rows, root, task),
-                "labels": lambda: _labels_section(metrics, rows, task),
-                "fractions": lambda: _fractions_section(metrics, rows, root, model, task),
-                "counts": lambda: _counts_section(metrics, rows, task)}
+    sections = {"classes": lambda: classes_section(metrics, rows, root, task),
+                "labels": lambda: labels_section(metrics, rows, task),
+                "fractions": lambda: fractions_section(metrics, rows, root, model, task),
+                "counts": lambda: counts_section(metrics, rows, task)}
     pre = model.get("preprocess")
     with images_decoded_as(pre.get("fits") if isinstance(pre, dict) else None):  # as seen
         context: dict[str, Any] = {
@@ -132,12 +124,6 @@ def write_report(run: str | Path, metrics_path: str | Path | None = None,
             "provenance": _provenance(run, metrics, config, model),
         }
         return render("report.html.j2", context, out)
-
-
-def _plot(draw: Callable[[Any], Any]) -> str | None:
-    """A plot of :mod:`skysort.evaluation.plots` in 256 colours: the same to the eye, a
-    third of the bytes."""
-    return figure_uri(draw, colors=256)
 
 
 def _task(metrics: dict[str, Any], model: dict[str, Any]) -> Task:
@@ -228,150 +214,9 @@ def _training_section(run: Path) -> dict[str, Any] | None:
     in_last = [(i, r) for i, r in enumerate(history) if str(r.get("stage", "head")) == last]
     kept = min(in_last, key=lambda ir: float(ir[1]["val_loss"]))  # the loop keeps the lowest
     plan = _read_json(run / PLAN)
-    return {"curves": _plot(lambda f: plot_history(history, f)),
+    return {"curves": plot(lambda f: plot_history(history, f)),
             "stages": stages, "kept": {"stage": last, "epoch": int(kept[1]["epoch"])},
             "plan": plan}
-
-
-def _classes_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path,
-                     task: Task) -> dict[str, Any]:
-    classes = metrics["classes"]
-    k = len(classes)
-    cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
-    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    pairs = sorted(((int(cm[i, j]), classes[i], classes[j]) for i in range(k) for j in range(k)
-                    if i != j and cm[i, j]), reverse=True)[:8]
-    good = [r for r in rows if not r.get("error")]
-    probs = task.class_probabilities(_matrix(good, task.image_row_outputs()))
-    truth = np.array([classes.index(r["true"]) for r in good], dtype=np.int64)
-    predicted = np.array([classes.index(r["predicted"]) for r in good], dtype=np.int64)
-    out: dict[str, Any] = {
-        "classes": classes, "confusion": cm.tolist(),
-        "confusion_share": share.round(3).tolist(), "pairs": pairs,
-        "per_class": metrics["per_class"], "curves": None, "worst": [], "per_class_gallery": [],
-    }
-    if not good:
-        return out
-    which = [classes.index(c) for c in task.output_names]  # binary: the positive class
-    out["curves"] = _plot(lambda f: plot_roc_pr(
-        [(classes[c], truth == c, probs[:, c]) for c in which], f))
-    rows_idx = np.arange(len(good))
-    p_true = probs[rows_idx, truth]
-    p_pred = probs[rows_idx, predicted]
-    wrong = np.flatnonzero(predicted != truth)
-    worst = wrong[np.argsort(p_true[wrong], kind="stable")]  # highest loss -log p(true) first
-    out["worst"] = _gallery(good, worst[:GALLERY], root, classes, truth, predicted, p_pred)
-    side, shown = gallery_plan([int(((truth == c) != (predicted == c)).sum())
-                                for c in range(k)])
-    out["galleries_shown"] = {"side": side, "shown": len(shown), "classes": k}
-    for c in shown:
-        name = classes[c]
-        right = np.flatnonzero((truth == c) & (predicted == c))
-        right = right[np.argsort(-p_pred[right], kind="stable")][:side]
-        mistaken = np.flatnonzero((predicted == c) & (truth != c))
-        mistaken = mistaken[np.argsort(-p_pred[mistaken], kind="stable")][:side]
-        out["per_class_gallery"].append({
-            "name": name,
-            "right": _gallery(good, right, root, classes, truth, predicted, p_pred),
-            "wrong": _gallery(good, mistaken, root, classes, truth, predicted, p_pred)})
-    return out
-
-
-def gallery_plan(mistakes: list[int]) -> tuple[int, list[int]]:
-    """``(images per side, classes shown)`` for per-class galleries of classes with
-    ``mistakes`` (images of the class called otherwise, and others called it): at most
-    :data:`PER_CLASS` correct and as many wrong per class, :data:`PER_CLASS_TOTAL` in all;
-    when not every class fits, those with the most mistakes, shown in class order."""
-    k = len(mistakes)
-    side = min(PER_CLASS, max(2, PER_CLASS_TOTAL // max(2 * k, 1)))
-    most = sorted(range(k), key=lambda c: -mistakes[c])  # stable: ties in class order
-    return side, sorted(most[:PER_CLASS_TOTAL // (2 * side)])
-
-
-def _matrix(rows: list[dict[str, str]], names: list[str]) -> np.ndarray:
-    """``(rows, names)``: the per-image rows' numbers in columns ``names``."""
-    return np.array([[float(r[c]) for c in names] for r in rows],
-                    dtype=np.float64).reshape(-1, len(names))
-
-
-def _output_columns(task: Task, names: list[str]) -> dict[str, str]:
-    """Output name -> its column in the per-image rows (``prob_NAME`` where the name is
-    another column's, :meth:`Task.image_row_outputs`)."""
-    return {**{n: n for n in names},
-            **dict(zip(task.output_names, task.image_row_outputs(), strict=True))}
-
-
-def _gallery(rows: list[dict[str, str]], index: np.ndarray, root: Path, classes: list[str],
-             truth: np.ndarray, predicted: np.ndarray, prob: np.ndarray) -> list[dict[str, Any]]:
-    items = []
-    for i in index:
-        r = rows[int(i)]
-        items.append({"path": r["path"], "uri": thumbnail_uri(root / r["path"]),
-                      "true": classes[int(truth[i])], "predicted": classes[int(predicted[i])],
-                      "probability": float(prob[i])})
-    return items
-
-
-def _labels_section(metrics: dict[str, Any], rows: list[dict[str, str]], task: Task
-                    ) -> dict[str, Any]:
-    labels = metrics["labels"]
-    column = _output_columns(task, labels)
-    good = [r for r in rows if not r.get("error")]
-    curves = [(c, np.array([float(r[f"true_{c}"]) > 0.5 for r in good]),
-               np.array([float(r[column[c]]) for r in good])) for c in labels] if good else []
-    return {"per_label": metrics["per_label"], "macro": metrics["model"]["macro_roc_auc"],
-            "curves": _plot(lambda f: plot_roc_pr(curves, f)) if curves else None}
-
-
-def _fractions_section(metrics: dict[str, Any], rows: list[dict[str, str]], root: Path,
-                       model: dict[str, Any], task: Task) -> dict[str, Any]:
-    columns, column = metrics["columns"], _output_columns(task, metrics["columns"])
-    good = [r for r in rows if not r.get("error")]
-    pred = _matrix(good, [column[c] for c in columns])
-    true = _matrix(good, [f"true_{c}" for c in columns])
-    out: dict[str, Any] = {
-        "per_column": metrics["per_column"], "per_question": metrics.get("per_question", {}),
-        "derived": metrics.get("derived_classes", {}),
-        "bars": _plot(lambda f: plot_fraction_rmse(metrics, f)),
-        "scatter": _plot(lambda f: plot_fraction_scatter(true, pred, columns, f)) if len(good)
-        else None,
-        "agreement": _plot(lambda f: plot_fraction_agreement(true, pred, f)) if len(good)
-        else None,
-        "derived_gallery": [],
-    }
-    if metrics.get("derived_classes") and len(good):
-        threshold = max(float(t) for t in metrics["derived_classes"])
-        classes = derived_classes(pred, columns, threshold)
-        truth = derived_classes(true, columns, threshold)
-        for c, name in enumerate(DERIVED_CLASSES[:-1]):
-            index = np.flatnonzero(classes == c)
-            index = index[np.argsort(-pred[index].max(axis=1), kind="stable")][:GALLERY // 3]
-            out["derived_gallery"].append({
-                "name": name, "threshold": threshold, "count": int((classes == c).sum()),
-                "images": [{"path": good[i]["path"], "uri": thumbnail_uri(root / good[i]["path"]),
-                           "true": DERIVED_CLASSES[int(truth[i])], "predicted": name,
-                           "probability": float(pred[i].max())} for i in index]})
-    return out
-
-
-def _counts_section(metrics: dict[str, Any], rows: list[dict[str, str]], task: Task
-                    ) -> dict[str, Any]:
-    """Observed against expected vote fractions (where a question has votes) and the vote
-    totals of the first root question; the scores are metrics.json's."""
-    columns, column = metrics["columns"], _output_columns(task, metrics["columns"])
-    good = [r for r in rows if not r.get("error")]
-    pred = _matrix(good, [column[c] for c in columns])
-    counts = _matrix(good, [f"true_{c}" for c in columns])
-    questions = getattr(task.tree(), "questions", [])  # counts always have a tree
-    index = {c: j for j, c in enumerate(columns)}
-    votes = question_totals(counts, [[index[a] for a in q.answers] for q in questions])
-    observed = np.divide(counts, votes, out=np.full_like(counts, np.nan), where=votes > 0)
-    root = next(q for q in questions if q.parent is None)
-    hist = vote_histogram(votes[:, index[root.answers[0]]])
-    few = metrics["votes"]["few_votes_below"]
-    return {"totals": _plot(lambda f: plot_vote_totals(hist, root.name, f, few)),
-            "scatter": _plot(lambda f: plot_fraction_scatter(
-                observed, pred, columns, f, "observed fraction")) if good else None}
 
 
 def _probability_section(metrics: dict[str, Any]) -> dict[str, Any] | None:
@@ -380,8 +225,8 @@ def _probability_section(metrics: dict[str, Any]) -> dict[str, Any] | None:
         return None
     return {"calibration": cal, "risk": metrics.get("risk_coverage"),
             "sets": metrics.get("prediction_sets"),
-            "reliability": _plot(lambda f: plot_reliability(metrics, f)),
-            "risk_plot": _plot(lambda f: plot_risk_coverage(metrics, f))}
+            "reliability": plot(lambda f: plot_reliability(metrics, f)),
+            "risk_plot": plot(lambda f: plot_risk_coverage(metrics, f))}
 
 
 def _provenance(run: Path, metrics: dict[str, Any], config: dict[str, Any],

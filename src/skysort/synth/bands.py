@@ -62,6 +62,7 @@ from skysort.synth.galaxies import (
     check_render,
     draw_snr,
 )
+from skysort.synth.sets import class_plan
 
 #: The bands :func:`render_bands` knows, blue to red.
 ALL_BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z", "y")
@@ -314,14 +315,7 @@ def write_fits_set(root: str | Path, counts: int | Mapping[str, int], *, size: i
     if jpeg and not set(jpeg_bands) <= set(bands):
         raise DataError(f"the JPEG copies need bands {', '.join(jpeg_bands)}; "
                         f"bands is {', '.join(bands)}")
-    plan = dict(counts) if isinstance(counts, Mapping) else dict.fromkeys(classes, counts)
-    for name, count in plan.items():
-        if name not in classes:
-            raise DataError(f"unknown class {name!r}; choose from {', '.join(classes)}")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise DataError(f"count for class {name!r} must be an integer >= 1, got {count!r}")
-    if not plan:
-        raise DataError("counts names no class; give an integer or a class -> count mapping")
+    plan = class_plan(counts, tuple(classes))
     root = Path(root)
     written: list[tuple[str, str]] = []
     for name, count in plan.items():

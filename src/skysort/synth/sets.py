@@ -73,6 +73,29 @@ def _save(pixels: np.ndarray, path: Path, fmt: str) -> None:
         image.save(path, format="PNG")
 
 
+def class_plan(counts: int | Mapping[str, int], classes: tuple[str, ...]) -> dict[str, int]:
+    """Images per class: ``counts`` of every class, or a mapping for some of them.
+
+    Raises:
+        DataError: an unknown class, a count that is not a whole number of at least 1, or
+            no class at all.
+    """
+    if isinstance(counts, Mapping):
+        plan = dict(counts)
+    elif isinstance(counts, int) and not isinstance(counts, bool):
+        plan = dict.fromkeys(classes, counts)
+    else:
+        raise DataError(f"counts must be an integer or a class -> count mapping, got {counts!r}")
+    for name, count in plan.items():
+        if name not in classes:
+            raise DataError(f"unknown class {name!r}; choose from {', '.join(classes)}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise DataError(f"count for class {name!r} must be an integer >= 1, got {count!r}")
+    if not plan:
+        raise DataError("counts names no class; give an integer or a class -> count mapping")
+    return plan
+
+
 def make_class_folders(root: str | Path, counts: int | Mapping[str, int], *, size: int = 128,
                        fmt: str = "png", seed: int = 0,
                        snr_range: tuple[float, float] = (5.0, 200.0),
@@ -100,19 +123,7 @@ def make_class_folders(root: str | Path, counts: int | Mapping[str, int], *, siz
         DataError: For an unknown class, a count below 1, a bad format, size or S/N range.
     """
     low, high = _check_common(size, fmt, snr_range)
-    if isinstance(counts, Mapping):
-        plan = dict(counts)
-    elif isinstance(counts, int):
-        plan = dict.fromkeys(MORPHOLOGIES, counts)
-    else:
-        raise DataError(f"counts must be an integer or a class -> count mapping, got {counts!r}")
-    for name, count in plan.items():
-        if name not in MORPHOLOGIES:
-            raise DataError(f"unknown class {name!r}; choose from {', '.join(MORPHOLOGIES)}")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise DataError(f"count for class {name!r} must be an integer >= 1, got {count!r}")
-    if not plan:
-        raise DataError("counts names no class; give an integer or a class -> count mapping")
+    plan = class_plan(counts, MORPHOLOGIES)
     root = Path(root)
     for name, count in plan.items():
         folder = root / name
