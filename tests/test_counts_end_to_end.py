@@ -1,4 +1,5 @@
-"""Vote counts through the real command line: a GZ DECaLS count table trains with no flag
+"""Vote counts through the command line (its parser and commands in this process; the
+killed run is a program of its own): a GZ DECaLS count table trains with no flag
 but ``--labels``, predicts fractions with their intervals, evaluates, resumes after
 ``kill -9`` to the uninterrupted weights, and its concentration calibration is the same in
 torch and ONNX Runtime; a GZ2 table (Hart et al. 2016 names) trains with no flag too."""
@@ -28,8 +29,8 @@ from skysort.synth.counts import COUNT_TREE, make_vote_count_set
 from skysort.tasks.schema import gz2_schema
 from skysort.training.checkpoint import read_state
 from tests.tasks.test_counts import gz2_catalogue
+from tests.test_cli_end_to_end import cli as run_cli
 from tests.test_cli_end_to_end import read_csv
-from tests.test_cli_end_to_end import skysort as run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""Every target kind through the real command line: tables, label files, vote fractions."""
+"""Every target kind through the command line: tables, label files, vote fractions (its
+parser and commands in this process; test_cli_end_to_end runs the program itself)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from skysort.synth.sets import make_vote_fraction_set
 from skysort.tasks.schema import TreeSchema, galaxy_zoo_schema
 from tests.conftest import COLORS
 from tests.data.test_tables import _hirise
-from tests.test_cli_end_to_end import read_csv, skysort
+from tests.test_cli_end_to_end import cli, read_csv
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +33,8 @@ def _values(rows: list[dict[str, str]], columns: list[str]) -> np.ndarray:
 
 def test_vote_fractions_beat_the_mean_predictor_and_obey_the_tree(tmp_path: Path) -> None:
     images, votes, schema_path = make_vote_fraction_set(tmp_path / "gz", 300, size=96, seed=3)
-    skysort("train", images, "--labels", votes, "--schema", schema_path, "--name", "gz",
-            "--finetune", "head", cwd=tmp_path)
+    cli("train", images, "--labels", votes, "--schema", schema_path, "--name", "gz",
+        "--finetune", "head", cwd=tmp_path)
     run = tmp_path / "runs" / "gz"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "fractions"
@@ -44,7 +45,7 @@ def test_vote_fractions_beat_the_mean_predictor_and_obey_the_tree(tmp_path: Path
                                             "merging"}
     assert read_csv(run / "label_issues.csv") == []
 
-    skysort("predict", run, images, "-o", tmp_path / "sub.csv", cwd=tmp_path)
+    cli("predict", run, images, "-o", tmp_path / "sub.csv", cwd=tmp_path)
     assert _header(tmp_path / "sub.csv") == _header(votes)  # GalaxyID + answers, input order
     rows = read_csv(tmp_path / "sub.csv")
     assert len(rows) == 300
@@ -64,8 +65,8 @@ def test_binary_table_reports_auc_and_writes_name_probability(tmp_path: Path) ->
         Image.fromarray(pixels).save(tmp_path / "train" / f"{i}.jpg")
         lines.append(f"{i},{label}")
     (tmp_path / "train_labels.csv").write_text("\n".join(lines) + "\n")
-    proc = skysort("train", tmp_path / "train_labels.csv", "--images", tmp_path / "train",
-                   "--name", "inv", cwd=tmp_path)
+    proc = cli("train", tmp_path / "train_labels.csv", "--images", tmp_path / "train",
+               "--name", "inv", cwd=tmp_path)
     assert "ROC-AUC" in proc.stdout and "PR-AUC" in proc.stdout
     run = tmp_path / "runs" / "inv"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -77,7 +78,7 @@ def test_binary_table_reports_auc_and_writes_name_probability(tmp_path: Path) ->
     for name in ("7", "9"):  # 7 is negative, 9 positive
         shutil.copy(tmp_path / "train" / f"{name}.jpg", tmp_path / "test" / f"{name}.jpg")
     (tmp_path / "test" / "99.jpg").write_bytes(b"")
-    skysort("predict", run, tmp_path / "test", "-o", tmp_path / "submission.csv", cwd=tmp_path)
+    cli("predict", run, tmp_path / "test", "-o", tmp_path / "submission.csv", cwd=tmp_path)
     assert _header(tmp_path / "submission.csv") == ["name", "invasive"]
     rows = {r["name"]: float(r["invasive"]) for r in read_csv(tmp_path / "submission.csv")}
     assert set(rows) == {"7", "9"} and rows["7"] < 0.5 < rows["9"]
@@ -96,7 +97,7 @@ def test_malformed_table_rows_are_listed_in_the_run_directory(tmp_path: Path) ->
     lines += ["s0,red", "ghost,blue", "s5,"]
     Image.new("RGB", (32, 32)).save(tmp_path / "orphan.png")
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
-    proc = skysort("train", tmp_path / "labels.csv", "--name", "m", cwd=tmp_path)
+    proc = cli("train", tmp_path / "labels.csv", "--name", "m", cwd=tmp_path)
     issues = read_csv(tmp_path / "runs" / "m" / "label_issues.csv")
     got = sorted((r["kind"], r["id"]) for r in issues)
     assert got == sorted([("duplicate id", "s0"), ("duplicate id", "s0"),
@@ -111,7 +112,7 @@ def test_malformed_table_rows_are_listed_in_the_run_directory(tmp_path: Path) ->
 
 def test_hirise_layout_trains_and_counts_each_test_image_once(tmp_path: Path) -> None:
     root = _hirise(tmp_path / "hirise")
-    skysort("train", root, "--name", "mars", "epochs=30", cwd=tmp_path)
+    cli("train", root, "--name", "mars", "epochs=30", cwd=tmp_path)
     run = tmp_path / "runs" / "mars"
     metrics = json.loads((run / "metrics.json").read_text())
     split = read_csv(run / "split.csv")
@@ -123,10 +124,10 @@ def test_hirise_layout_trains_and_counts_each_test_image_once(tmp_path: Path) ->
     split_file = root / "labels-map-proj_v3_2_train_val_test.txt"
     test_line = next(ln for ln in split_file.read_text().splitlines() if ln.endswith(" test"))
     split_file.write_text(split_file.read_text() + test_line + "\n" + test_line + "\n")
-    skysort("train", root, "--name", "mars2", "epochs=5", cwd=tmp_path)
+    cli("train", root, "--name", "mars2", "epochs=5", cwd=tmp_path)
     again = json.loads((tmp_path / "runs" / "mars2" / "metrics.json").read_text())
     assert again["n"] == 3
-    evaluated = skysort("evaluate", tmp_path / "runs" / "mars2", cwd=tmp_path)
+    evaluated = cli("evaluate", tmp_path / "runs" / "mars2", cwd=tmp_path)
     assert "test images" in evaluated.stdout
     assert json.loads((tmp_path / "runs" / "mars2" / "metrics.json").read_text())["n"] == 3
 
@@ -170,15 +171,15 @@ def test_real_galaxy_zoo_rows_are_read_and_predicted_end_to_end(tmp_path: Path) 
 
     images, labels = galaxy_zoo_set(tmp_path)
     header = table.read_text().splitlines()[0]
-    proc = skysort("train", images, "--labels", labels, "--name", "gz37", "epochs=20",
-                   cwd=tmp_path)
+    proc = cli("train", images, "--labels", labels, "--name", "gz37", "epochs=20",
+               cwd=tmp_path)
     assert "task: fractions (37 outputs)" in proc.stdout
     run = tmp_path / "runs" / "gz37"
     info = json.loads((run / "model.json").read_text())
     assert info["task"]["schema"]["name"] == "galaxy_zoo_37"
     assert info["source"]["id_column"] == "GalaxyID"
 
-    skysort("predict", run, real / "images_test_rev1", "-o", tmp_path / "sub.csv", cwd=tmp_path)
+    cli("predict", run, real / "images_test_rev1", "-o", tmp_path / "sub.csv", cwd=tmp_path)
     assert _header(tmp_path / "sub.csv") == header.split(",")
     sub = read_csv(tmp_path / "sub.csv")
     assert sorted(r["GalaxyID"] for r in sub) == ["242195", "784597", "870891"]

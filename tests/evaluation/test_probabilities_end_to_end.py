@@ -18,8 +18,7 @@ from skysort.models.onnx import OnnxModule
 from skysort.models.runners import model_outputs
 from skysort.prediction.writers import read_predictions
 from skysort.synth.sets import make_class_folders
-from tests.test_cli_end_to_end import read_csv
-from tests.test_cli_end_to_end import skysort as run_cli
+from tests.test_cli_end_to_end import cli, read_csv
 
 pytestmark = pytest.mark.slow
 
@@ -170,8 +169,8 @@ def test_every_predictor_gives_the_same_calibrated_probabilities_and_sets(
     from_graph = OnnxModule(onnx_for_run(run))(images)
     assert np.abs(from_graph - both[:, :5]).max() <= 1e-5
 
-    out = run_cli("predict", str(run), *inputs, "-o", str(tmp_path / "p.csv"),
-                  "--coverage", "0.9", "--min-confidence", "0.6", cwd=tmp_path)
+    out = cli("predict", str(run), *inputs, "-o", str(tmp_path / "p.csv"),
+              "--coverage", "0.9", "--min-confidence", "0.6", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     by_cli = {r["path"]: r for r in read_csv(tmp_path / "p.csv")}
     assert by_cli[str(tmp_path / "bad.jpg")]["error"]

@@ -15,7 +15,7 @@ from PIL import Image, PngImagePlugin
 import skysort
 from skysort.synth.sets import make_class_folders
 from tests.browser import check_page, open_report
-from tests.test_cli_end_to_end import read_csv
+from tests.test_cli_end_to_end import cli, read_csv
 from tests.test_cli_end_to_end import skysort as run_cli
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(
         root / "edge_on" / "noise.png")
     out = root.parent / "inspect"
-    proc = run_cli("inspect", root, "--out", out, cwd=root.parent)
+    proc = cli("inspect", root, "--out", out, cwd=root.parent)
     return {"root": root, "exact": exact, "near": near, "out": out, "proc": proc}
 
 
@@ -140,14 +140,15 @@ def test_what_is_there(planted: dict) -> None:
 def test_a_second_inspect_and_a_later_train_compute_nothing_twice(planted: dict,
                                                                   tmp_path: Path) -> None:
     root: Path = planted["root"]
+    # a program of its own: the cache the first inspect (in this process) left on disk
     again = run_cli("inspect", root, "--out", tmp_path / "again", cwd=tmp_path)
     n = json.loads((planted["out"] / "summary.json").read_text())["images"]
     assert f"{n} of {n} images read from the cache, 0 to compute" in again.stderr
     assert "fingerprints: decoding" not in again.stderr
     assert (tmp_path / "again" / "suspected_label_errors.csv").read_bytes() == \
         (planted["out"] / "suspected_label_errors.csv").read_bytes()
-    train = run_cli("train", root, "--project", tmp_path / "runs", "--name", "r",
-                    "epochs=5", cwd=tmp_path)
+    train = cli("train", root, "--project", tmp_path / "runs", "--name", "r", "epochs=5",
+                cwd=tmp_path)
     assert f"{n} of {n} images read from the cache, 0 to compute" in train.stderr
     assert "fingerprints: decoding" not in train.stderr
     # the default check warns about the copies across splits, in metrics.json too
@@ -226,8 +227,8 @@ def test_similar_finds_the_copies(planted: dict, tmp_path: Path) -> None:
     root: Path = planted["root"]
     original, copy = planted["exact"][0]
     html = tmp_path / "similar.html"
-    proc = run_cli("similar", planted["out"], root / original, "-k", "5", "--html", html,
-                   cwd=tmp_path)
+    proc = cli("similar", planted["out"], root / original, "-k", "5", "--html", html,
+               cwd=tmp_path)
     lines = proc.stdout.splitlines()[1:6]
     top2 = {line.split()[-1] for line in lines[:2]}
     assert top2 == {str(root / original), str(root / copy)}

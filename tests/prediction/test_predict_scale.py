@@ -24,8 +24,7 @@ from skysort.models.plan import ResolvedPlan
 from skysort.prediction.writers import read_predictions
 from skysort.synth.sets import make_vote_fraction_set
 from tests.conftest import write_color_folders
-from tests.test_cli_end_to_end import read_csv
-from tests.test_cli_end_to_end import skysort as run_cli
+from tests.test_cli_end_to_end import cli, read_csv
 
 pytestmark = pytest.mark.slow
 
@@ -160,8 +159,8 @@ def test_killed_prediction_resumes_with_exactly_one_row_per_input(
     proc.wait()
     partial = read_csv(out)
     assert 0 < len(partial) < 900
-    resumed = run_cli("predict", run, tmp_path / "list.txt", "-o", out, "--resume",
-                      "--batch-size", "16", cwd=tmp_path)
+    resumed = cli("predict", run, tmp_path / "list.txt", "-o", out, "--resume",
+                  "--batch-size", "16", cwd=tmp_path)
     assert "resuming:" in resumed.stderr and "already in" in resumed.stderr
     rows = read_csv(out)
     assert sorted(r["path"] for r in rows) == sorted(listed)

@@ -1,4 +1,5 @@
-"""`skysort demo`, the README's second command, end to end on a small sample."""
+"""`skysort demo`, the README's second command, end to end on a small sample (the command
+line in this process)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from skysort.synth.demo import DEMO_CLASSES
-from tests.test_cli_end_to_end import skysort
+from tests.test_cli_end_to_end import cli
 
 pytestmark = pytest.mark.slow
 
 
 def test_demo_renders_trains_evaluates_and_predicts(tmp_path: Path) -> None:
-    proc = skysort("demo", "--out", tmp_path / "demo", "--per-class", "12", cwd=tmp_path)
+    proc = cli("demo", "--out", tmp_path / "demo", "--per-class", "12", cwd=tmp_path)
     data = tmp_path / "demo" / "galaxies"
     run = tmp_path / "demo" / "runs" / "demo"
     images = sorted(data.rglob("*.png"))
@@ -32,8 +33,8 @@ def test_demo_renders_trains_evaluates_and_predicts(tmp_path: Path) -> None:
 
 
 def test_demo_of_vote_fractions(tmp_path: Path) -> None:
-    proc = skysort("demo", "--task", "fractions", "--out", tmp_path / "d", "--per-class", "20",
-                   cwd=tmp_path)
+    proc = cli("demo", "--task", "fractions", "--out", tmp_path / "d", "--per-class", "20",
+               cwd=tmp_path)
     run = tmp_path / "d" / "runs" / "demo_fractions"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "fractions"

@@ -1,5 +1,6 @@
 """Fine-tuning through the real command line: the run directory it writes, and resuming
-after ``kill -9`` or Ctrl-C with the result an uninterrupted run gets."""
+after ``kill -9`` or Ctrl-C with the result an uninterrupted run gets. The runs interrupted
+are programs of their own; the others run the command line in this process."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 
 from skysort.synth.sets import make_class_folders
 from skysort.training.checkpoint import read_state
-from tests.test_cli_end_to_end import read_csv, skysort
+from tests.test_cli_end_to_end import cli, read_csv
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def galaxies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def uninterrupted(galaxies: Path) -> Path:
     work = galaxies.parent
-    skysort("train", galaxies, "--name", "whole", *SETTINGS, cwd=work)
+    cli("train", galaxies, "--name", "whole", *SETTINGS, cwd=work)
     return work / "runs" / "whole"
 
 
@@ -125,7 +126,7 @@ def test_kill_9_in_the_middle_of_an_epoch_then_resume(galaxies: Path,
     proc.wait()
     assert read_state(run / "weights" / "last.safetensors")["epoch"] == 2
     assert not (run / "metrics.json").exists()
-    resumed = skysort("train", "--resume", run, cwd=galaxies.parent)
+    resumed = cli("train", "--resume", run, cwd=galaxies.parent)
     assert "resuming fine-tuning after epoch 2" in resumed.stderr
     _same_result(run, uninterrupted)
 
@@ -143,5 +144,5 @@ def test_ctrl_c_saves_and_stops_cleanly_then_resumes(galaxies: Path,
     assert "continue with skysort train --resume runs/stopped" in err
     assert (run / "model.safetensors").is_file()  # the best weights so far, usable now
     assert read_state(run / "weights" / "last.safetensors")["epoch"] >= 1
-    skysort("train", "--resume", run, cwd=galaxies.parent)
+    cli("train", "--resume", run, cwd=galaxies.parent)
     _same_result(run, uninterrupted)
