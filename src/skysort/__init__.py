@@ -43,6 +43,8 @@ _LAZY = {
     "TrainConfig": "skysort.config",
     "load_image": "skysort.data.images",
     "LabeledImages": "skysort.data.sources",
+    "suggest": "skysort.active.suggest",
+    "serve_labelling": "skysort.labelling.server",
     "read_class_folders": "skysort.data.sources",
     "Preprocess": "skysort.data.transforms",
     "create_transform": "skysort.data.transforms",
@@ -73,6 +75,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from skysort.active.suggest import suggest
     from skysort.classifier import ImageClassifier, ImageRegressor
     from skysort.config import TrainConfig
     from skysort.data.images import load_image
@@ -82,6 +85,7 @@ if TYPE_CHECKING:
     from skysort.evaluation.metrics import format_metrics
     from skysort.inspection.inspector import inspect
     from skysort.inspection.similar import find_similar
+    from skysort.labelling.server import serve_labelling
     from skysort.models.backbones import create_backbone, list_backbones
     from skysort.prediction.predictor import Predictor, predict
     from skysort.tasks.multiclass import classification_metrics
@@ -115,5 +119,7 @@ __all__ = [
     "load_image",
     "predict",
     "read_class_folders",
+    "serve_labelling",
+    "suggest",
     "train",
 ]

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from skysort._version import __version__
+from skysort.cli_loop import add_loop_commands
 from skysort.config import AUGMENT_CHOICES
 from skysort.data.transforms import INPUT_SIZES
 from skysort.errors import ConfigError, SkySortError
@@ -345,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", help="also write the matches as a page with thumbnails")
     p.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/skysort)")
     p.set_defaults(func=_cmd_similar)
+    add_loop_commands(sub, at_least)  # suggest, label
 
     p = sub.add_parser("demo", help="make a small galaxy image set, train, evaluate, predict")
     p.add_argument("--out", default="skysort-demo", help="folder for data and runs")
@@ -394,6 +396,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

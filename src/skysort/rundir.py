@@ -23,6 +23,8 @@ only place a run's layout is spelled out::
       finetune_plan.json  PLAN          cores, threads, workers, pixel cache, precision chosen
       model.onnx          ONNX_FILE     the exported model (``skysort export``)
       predictions.csv     PREDICTIONS   default output of ``skysort predict``
+      to_label.csv        TO_LABEL      default output of ``skysort suggest`` (and
+      to_label_skipped.csv              the pool images it left out, and why)
       weights/            WEIGHTS_DIR   last.safetensors (resumable), best.safetensors
       tensorboard/        TENSORBOARD   event files
 
@@ -73,6 +75,7 @@ RISK_PNG = "risk_coverage.png"
 REPORT = "report.html"
 ONNX_FILE = "model.onnx"
 PREDICTIONS = "predictions.csv"
+TO_LABEL = "to_label.csv"
 WEIGHTS_DIR = "weights"
 LAST_CHECKPOINT = "last.safetensors"
 BEST_CHECKPOINT = "best.safetensors"

@@ -214,6 +214,35 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
 
+def confirm_copies(prints: Fingerprints, first: np.ndarray, second: np.ndarray,
+                   min_structure: float = MIN_STRUCTURE, max_hamming: int = MAX_HAMMING
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which candidate pairs ``(first[k], second[k])`` (rows of ``prints``) are copies by
+    their fine structure (see the module doc), with each pair's structure similarity (0
+    where the hashes differ too much to need it) and hash distance:
+    ``(confirmed, structure, hamming)``."""
+    hamming = hash_distance(prints.phash, first, second)
+    structure = np.zeros(len(first), dtype=np.float64)
+    confirmed = hamming <= max_hamming + 2  # cheap first: the structure only where it passes
+    near = np.flatnonzero(confirmed)
+    if not len(near):
+        return confirmed, structure, hamming
+    pairs = np.stack([first[near], second[near]], axis=1)
+    # signs only for the images in a candidate pair (2 KB each)
+    needed, position = np.unique(pairs, return_inverse=True)
+    at = position.reshape(pairs.shape)
+    structure[near] = structure_similarity(structure_signs(prints.thumbs[needed]), at[:, 0],
+                                           at[:, 1])
+    ok = structure[near] >= min_structure
+    thumbs = prints.thumbs[needed].astype(np.float32)
+    flat_sky = texture_share(thumbs)[at].min(axis=1) < MIN_TEXTURE_SHARE
+    check = np.flatnonzero(ok & flat_sky)
+    ok[check] = thumbnail_difference(thumbs, at[check, 0], at[check, 1]) <= \
+        MAX_FLAT_SKY_DIFFERENCE
+    confirmed[near] = ok
+    return confirmed, structure, hamming
+
+
 def find_duplicates(prints: Fingerprints, features: np.ndarray, *,
                     splits: Sequence[str] | None = None, labels: Sequence[str] | None = None,
                     neighbours: int = NEIGHBOURS, max_hamming: int = MAX_HAMMING,
@@ -253,19 +282,9 @@ def find_duplicates(prints: Fingerprints, features: np.ndarray, *,
     keep = pixels[low] != pixels[high]  # exact copies are joined already
     candidates = np.unique(np.stack([low[keep], high[keep]], axis=1), axis=0)
     if len(candidates):
-        # signs only for the images in a candidate pair (2 KB each)
-        needed, position = np.unique(candidates, return_inverse=True)
         first, second = candidates[:, 0], candidates[:, 1]
-        at = position.reshape(candidates.shape)
-        structure = structure_similarity(structure_signs(prints.thumbs[needed]), at[:, 0],
-                                         at[:, 1])
-        hamming = hash_distance(prints.phash, first, second)
-        confirmed = (structure >= min_structure) & (hamming <= max_hamming + 2)
-        thumbs = prints.thumbs[needed].astype(np.float32)
-        flat_sky = texture_share(thumbs)[at].min(axis=1) < MIN_TEXTURE_SHARE
-        check = np.flatnonzero(confirmed & flat_sky)
-        confirmed[check] = thumbnail_difference(thumbs, at[check, 0], at[check, 1]) <= \
-            MAX_FLAT_SKY_DIFFERENCE
+        confirmed, structure, hamming = confirm_copies(prints, first, second, min_structure,
+                                                       max_hamming)
         for a, b, s, h in zip(first[confirmed], second[confirmed], structure[confirmed],
                               hamming[confirmed], strict=True):
             pairs.setdefault((int(a), int(b)), DuplicatePair(
