@@ -92,3 +92,14 @@ def test_split_csv_round_trip(tmp_path: Path) -> None:
     assert [r["path"] for r in rows] == [data.relpath(p) for p in data.paths]
     assert [r["label"] for r in rows] == ["a"] * 5 + ["b"] * 5
     assert [r["split"] for r in rows] == splits
+
+
+def test_a_class_with_no_images_gets_no_split_and_breaks_none(tmp_path: Path) -> None:
+    data = _fake(tmp_path, {"a": 40, "b": 30})
+    data = LabeledImages(root=tmp_path, paths=data.paths, targets=data.targets,
+                         classes=["a", "b", "c"])  # "c" named, never seen
+    splits = split_by_hash(data, seed=0)
+    assert len(splits) == 70
+    for c in (0, 1):
+        assert {s for s, t in zip(splits, data.targets, strict=True) if t == c} == \
+            {"train", "val", "test"}

@@ -88,7 +88,10 @@ def split_by_hash(data: LabeledImages, fractions: Sequence[float] = (0.7, 0.15, 
 
 def _ensure_each_split(codes: np.ndarray, members: np.ndarray, units: np.ndarray,
                        shares: tuple[float, float]) -> None:
-    """Moves one image into an empty val (code 1) or test (code 2) split of a class."""
+    """Moves one image into an empty val (code 1) or test (code 2) split of a class (a
+    class with no images has nothing to move)."""
+    if not len(members):
+        return
     for code, share in ((2, shares[1]), (1, shares[0])):
         if share == 0 or (codes[members] == code).any():
             continue
