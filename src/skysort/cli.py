@@ -97,17 +97,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from skysort.prediction.ray import predict_on_ray
 
         if args.keep_columns:
-            raise ConfigError("--keep-columns works with --engine auto, onnx or torch, not ray")
+            raise ConfigError("--keep-columns works with every engine but ray")
         out = predict_on_ray(args.run, args.inputs, args.output, address=args.address,
-                             batch_size=args.batch_size, fmt=args.format,
-                             path_column=args.path_column, actors=args.actors,
-                             coverage=args.coverage, min_confidence=args.min_confidence)
+                             batch_size=args.batch_size, fmt=args.format, actors=args.actors,
+                             path_column=args.path_column,
+                             coverage=args.coverage, precision=args.precision,
+                             min_confidence=args.min_confidence)
     else:
         out = predict(args.run, args.inputs, args.output, batch_size=args.batch_size,
                       workers=args.workers, device=args.device, engine=args.engine,
                       top_k=args.top_k, tta=args.tta, resume=args.resume, fmt=args.format,
                       path_column=args.path_column, coverage=args.coverage,
-                      min_confidence=args.min_confidence, keep_columns=args.keep_columns)
+                      min_confidence=args.min_confidence, keep_columns=args.keep_columns,
+                      precision=args.precision)
     print(f"predictions written to {out}")
     return 0
 
@@ -258,8 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="which of the run's own splits to use (default test)")
     p.add_argument("--output", help="metrics JSON path (default RUN/metrics.json)")
-    p.add_argument("--threshold", type=float, help="binary decision threshold "
-                                                   "(default: the run's)")
+    p.add_argument("--threshold", type=float, help="binary decision threshold (default: run's)")
     p.add_argument("--workers", type=at_least(0))
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true",
@@ -277,10 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="keep the rows an interrupted run wrote and label only the rest")
     p.add_argument("--engine", choices=[*ENGINES, "ray"], default="auto",
-                   help="auto: ONNX Runtime on a CPU, torch on a GPU; ray: Ray Data batch "
-                        "inference on a local or existing Ray cluster")
-    p.add_argument("--address", help="Ray cluster address for --engine ray "
-                                     "(default: a local Ray instance)")
+                   help="auto: on a CPU OpenVINO where installed, checked and faster, else "
+                        "ONNX Runtime; torch on a GPU; ray: Ray Data on a Ray cluster")
+    p.add_argument("--precision", choices=["auto", "f32", "bf16", "int8"], default="auto", help=
+                   "OpenVINO's, used only once checked against f32 on the run's images")
+    p.add_argument("--address", help="Ray cluster for --engine ray (default: a local one)")
     p.add_argument("--actors", type=at_least(1), help="model replicas for --engine ray")
     p.add_argument("--path-column", default="path", help="path column of a catalogue")
     p.add_argument("--keep-columns", type=lambda s: s.replace(" ", "").split(","), default=[],

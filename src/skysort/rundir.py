@@ -22,6 +22,8 @@ only place a run's layout is spelled out::
       report.html         REPORT        all of it as one self-contained page
       finetune_plan.json  PLAN          cores, threads, workers, pixel cache, precision chosen
       model.onnx          ONNX_FILE     the exported model (``skysort export``)
+      engine_check.json   ENGINE_CHECK  OpenVINO's precisions checked against f32, timed
+      model_int8.xml      INT8_MODEL    the int8 model (NNCF), with .bin and .source
       predictions.csv     PREDICTIONS   default output of ``skysort predict``
       to_label.csv        TO_LABEL      default output of ``skysort suggest`` (and
       to_label_skipped.csv              the pool images it left out, and why)
@@ -81,6 +83,8 @@ LAST_CHECKPOINT = "last.safetensors"
 BEST_CHECKPOINT = "best.safetensors"
 TENSORBOARD = "tensorboard"
 PLAN = "finetune_plan.json"
+ENGINE_CHECK = "engine_check.json"
+INT8_MODEL = "model_int8.xml"
 #: Written by the scikit-learn estimators: the labels as ``fit`` was given them (ints stay
 #: ints), so a loaded estimator predicts the same values.
 ESTIMATOR = "estimator.json"

@@ -23,18 +23,9 @@ from skysort.models.onnx import OnnxModule
 from skysort.models.plan import ResolvedPlan
 from skysort.prediction.writers import read_predictions
 from skysort.synth.sets import make_vote_fraction_set
-from tests.conftest import write_color_folders
 from tests.test_cli_end_to_end import cli, read_csv
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def colour_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    work = tmp_path_factory.mktemp("scale")
-    data = write_color_folders(work / "data", per_class=15, size=40, seed=4)
-    result = skysort.train(data, project=str(work / "runs"), name="c", epochs=30)
-    return result.run_dir, data
 
 
 def _images(run: Path, paths: list[Path]) -> np.ndarray:
@@ -209,6 +200,7 @@ def test_predicting_on_a_cpu_imports_neither_torch_nor_timm(colour_run: tuple[Pa
         pytest.skip("with a GPU, engine=auto asks torch whether it can use it")
     run, data = colour_run
     onnx_for_run(run)  # exported once, as the first prediction does
+    skysort.Predictor(run)  # and the engine checked once (RUN/engine_check.json)
     script = ("import sys, skysort; skysort.predict(sys.argv[1], [sys.argv[2]], sys.argv[3], "
               "quiet=True); print(sorted(m for m in ('torch', 'timm', 'sklearn') "
               "if m in sys.modules))")

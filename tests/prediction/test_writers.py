@@ -162,7 +162,7 @@ def test_the_predictor_reads_model_json_and_checks_the_coverage_once(
                         counted("read", predictor.read_model_info))
     monkeypatch.setattr(skysort.models.conformal, "check_coverage",
                         counted("check", skysort.models.conformal.check_coverage))
-    monkeypatch.setattr(predictor, "make_runner", lambda *a: ("onnx", None))
+    monkeypatch.setattr(predictor, "make_runner", lambda *a: ("onnx", None, ""))
     built = predictor.Predictor(tmp_path, coverage=0.8, min_confidence=0.6)
     assert calls == {"read": 1, "check": 1}
     assert built.options.coverage == 0.8 and built.options.min_confidence == 0.6

@@ -50,7 +50,7 @@ def batch_outputs(run: Runner, transform: EvalTransform, decoded: Decoded, count
     return outputs
 
 
-_SESSIONS: dict[tuple[str, str, int], Runner] = {}
+_SESSIONS: dict[tuple[str, str, str, str, int], Runner] = {}
 
 
 @dataclass(frozen=True)
@@ -67,14 +67,24 @@ class OnnxWorkerModel:
     #: What the file was exported from (:func:`~skysort.models.export.run_digest`): a
     #: file exported again under the same name is a new session, never a stale one.
     source: str = ""
+    #: ``onnxruntime`` or ``openvino`` (:mod:`skysort.models.openvino`).
+    backend: str = "onnxruntime"
+    #: ``f32``; under OpenVINO also ``bf16`` or ``int8`` (``path`` is then the int8 IR).
+    precision: str = "f32"
 
     def runner(self, threads: int | None = 1) -> Runner:
-        """The model, loaded once per process, file content and thread count."""
-        key = (self.path, self.source, threads or 0)
+        """The model, loaded once per process, file content, backend and thread count."""
+        key = (self.path, self.source, self.backend, self.precision, threads or 0)
         if key not in _SESSIONS:
-            from skysort.models.onnx import OnnxModule
+            if self.backend == "openvino":
+                from skysort.models.openvino import OpenVinoModule
 
-            _SESSIONS[key] = OnnxModule(self.path, threads)
+                _SESSIONS[key] = OpenVinoModule(
+                    self.path, "bf16" if self.precision == "bf16" else "f32", threads)
+            else:
+                from skysort.models.onnx import OnnxModule
+
+                _SESSIONS[key] = OnnxModule(self.path, threads)
         return _SESSIONS[key]
 
 

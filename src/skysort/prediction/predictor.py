@@ -39,7 +39,7 @@ from skysort.tasks import Task
 if TYPE_CHECKING:
     from skysort.models.model import SkyModel
 
-ENGINES = ("auto", "onnx", "torch")
+ENGINES = ("auto", "onnx", "openvino", "torch")
 
 
 def check_count(name: str, value: int | None, low: int) -> None:
@@ -89,20 +89,31 @@ class PredictionOptions:
         return cls(coverage, min_confidence, set_thresholds)
 
 
-def make_runner(predictor: Predictor, engine: str, device: str
-                ) -> tuple[str, Runner | OnnxWorkerModel]:
-    """(engine name, runner): the exported model under ONNX Runtime for ``onnx`` (``auto``
-    on a CPU), run inside the decoding processes; else the model in torch."""
+def make_runner(predictor: Predictor, engine: str, device: str, precision: str = "auto"
+                ) -> tuple[str, Runner | OnnxWorkerModel, str]:
+    """(engine name, runner, a note of the choice): the exported model under ONNX Runtime
+    for ``onnx``, under OpenVINO for ``openvino`` (at the fastest precision that passes
+    :mod:`~skysort.prediction.engine_check`), run inside the decoding processes; ``auto``
+    on a CPU: OpenVINO where it is installed, passes and measures faster, else ONNX
+    Runtime; else the model in torch."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
-    if engine == "onnx" or (engine == "auto" and auto_is_cpu(device)):
+    if precision != "auto" and engine not in ("openvino", "auto"):
+        raise ConfigError(f"--precision {precision}: reduced precision runs under "
+                          "--engine openvino (or auto), not {engine}")
+    if engine in ("onnx", "openvino") or (engine == "auto" and auto_is_cpu(device)):
         from skysort.models.export import onnx_with_source
 
         path, source = onnx_with_source(predictor.run)
-        return "onnx", OnnxWorkerModel(str(path), source)
+        if engine == "onnx":
+            return "onnx", OnnxWorkerModel(str(path), source), ""
+        from skysort.prediction.engine_check import choose
+
+        return choose(predictor.run, predictor.info, path, source, precision,
+                      default_engine=engine == "auto")
     from skysort.models.model import published_runner
 
-    return "torch", published_runner(predictor.model, resolve_device(device))
+    return "torch", published_runner(predictor.model, resolve_device(device)), ""
 
 
 class Predictor:
@@ -118,10 +129,14 @@ class Predictor:
     def __init__(self, run: str | Path, *, engine: str = "auto", device: str = "auto",
                  batch_size: int = 32, workers: int | None = None, tta: bool = False,
                  threads: int | None = None, coverage: float | None = None,
-                 min_confidence: float | None = None) -> None:
+                 min_confidence: float | None = None, precision: str = "auto") -> None:
         """Args:
             run: the run directory.
-            engine: ``auto`` (ONNX Runtime on a CPU, torch on a GPU), ``onnx`` or ``torch``.
+            engine: ``auto`` (on a CPU: OpenVINO where installed, checked and faster, else
+                ONNX Runtime; torch on a GPU), ``onnx``, ``openvino`` or ``torch``.
+            precision: OpenVINO's: ``auto`` (bf16 where the CPU has it, else f32),
+                ``f32``, ``bf16`` or ``int8``; a reduced one is used only after it passed
+                its check against f32 (``RUN/engine_check.json``), else f32.
             workers: processes that decode (and, under ONNX Runtime, also run the model);
                 default one per core; 0 does everything in this process.
             tta: average over the test-time views of the run's augmentation preset.
@@ -138,7 +153,8 @@ class Predictor:
         self.info = read_model_info(self.run)
         self.task = self.info.task
         self.options = PredictionOptions.check(self.info, coverage, min_confidence)
-        self.engine, self.runner = make_runner(self, engine, device)
+        self.engine, self.runner, self.engine_note = make_runner(self, engine, device,
+                                                                 precision)
         self.batch_size = batch_size
         self.workers = workers
         self.threads = threads
@@ -218,7 +234,7 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
             engine: str = "auto", top_k: int = 5, quiet: bool = False, tta: bool = False,
             resume: bool = False, fmt: str | None = None, path_column: str = "path",
             coverage: float | None = None, min_confidence: float | None = None,
-            keep_columns: Sequence[str] = ()) -> Path:
+            keep_columns: Sequence[str] = (), precision: str = "auto") -> Path:
     """Labels every image named by ``inputs`` and writes the predictions file.
 
     Args:
@@ -228,7 +244,7 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
         output: the file to write (``.csv``, ``.parquet`` for a folder of Parquet parts,
             ``.fits`` or ``.ecsv`` for one table with the run's provenance in its
             metadata); by default ``RUN/predictions.csv``.
-        engine: ``auto`` (ONNX Runtime on a CPU, torch on a GPU), ``onnx`` or ``torch``.
+        engine, precision: as :class:`Predictor` takes them; the choice is printed first.
         top_k: for a single input image, how many classes to print.
         tta: average over test-time augmentation views (rotations and flips).
         resume: keep the rows an interrupted run already wrote and label only the rest.
@@ -247,7 +263,9 @@ def predict(run: str | Path, inputs: Iterable[str | Path], output: str | Path | 
     check_count("top_k", top_k, 1)
     predictor = Predictor(run, engine=engine, device=device, batch_size=batch_size,
                           workers=workers, tta=tta, coverage=coverage,
-                          min_confidence=min_confidence)
+                          min_confidence=min_confidence, precision=precision)
+    if predictor.engine_note and not quiet:
+        print(predictor.engine_note, file=sys.stderr)
     output = Path(output) if output else Path(run) / PREDICTIONS
     keep = list(keep_columns)
     layout = Layout(predictor.info, predictor.options, keep)

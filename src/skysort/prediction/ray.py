@@ -22,7 +22,6 @@ import numpy as np
 
 from skysort.data.inputs import expand_inputs
 from skysort.errors import ConfigError, DataError
-from skysort.models.info import read_model_info
 
 ERROR = "_error"
 
@@ -31,14 +30,15 @@ class RayPredictor:
     """One model replica inside a Ray actor: a batch of paths -> a batch of output rows."""
 
     def __init__(self, run: str, engine: str = "auto", coverage: float | None = None,
-                 min_confidence: float | None = None) -> None:
+                 min_confidence: float | None = None, precision: str = "auto") -> None:
         from skysort.prediction.predictor import Predictor
         from skysort.prediction.writers import Layout
 
         # Each actor decodes and runs the model in its own process, on the one CPU Ray
         # gives it; Ray runs many actors side by side.
         self.predictor = Predictor(run, engine=engine, workers=0, threads=1,
-                                   coverage=coverage, min_confidence=min_confidence)
+                                   coverage=coverage, min_confidence=min_confidence,
+                                   precision=precision)
         self.layout = Layout(self.predictor.info, self.predictor.options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -60,7 +60,7 @@ def predict_on_ray(run: str | Path, inputs: Iterable[str | Path], output: str | 
                    *, address: str | None = None, batch_size: int = 32, fmt: str | None = None,
                    path_column: str = "path", actors: int | None = None,
                    engine: str = "auto", coverage: float | None = None,
-                   min_confidence: float | None = None) -> Path:
+                   min_confidence: float | None = None, precision: str = "auto") -> Path:
     """Labels the inputs with Ray Data; returns the output folder of shards.
 
     Args:
@@ -70,16 +70,20 @@ def predict_on_ray(run: str | Path, inputs: Iterable[str | Path], output: str | 
         address: a Ray cluster to join; None starts a local instance.
         fmt: ``csv`` (default) or ``parquet``.
         actors: model replicas (default: one per CPU of the cluster, at most 8).
-        coverage, min_confidence: as for :func:`skysort.prediction.predictor.predict`.
+        coverage, min_confidence, engine, precision: as for
+            :func:`skysort.prediction.predictor.predict`; the engine is chosen (and
+            OpenVINO's precision checked, once) here before Ray starts, and every actor
+            reads that check from the run.
     """
     try:
         import ray
     except ImportError as exc:
         raise ConfigError("--engine ray needs Ray: pip install 'skysort[ray]'") from exc
-    from skysort.prediction.predictor import PredictionOptions
+    from skysort.prediction.predictor import Predictor
 
-    info = read_model_info(run)
-    PredictionOptions.check(info, coverage, min_confidence)  # before Ray starts
+    # the options, the engine and its check, before Ray starts
+    info = Predictor(run, engine=engine, workers=0, coverage=coverage,
+                     min_confidence=min_confidence, precision=precision).info
     fmt = fmt or ("parquet" if output and str(output).endswith(".parquet") else "csv")
     if fmt not in ("csv", "parquet"):
         raise ConfigError(f"output format {fmt!r} is not csv or parquet")
@@ -100,7 +104,7 @@ def predict_on_ray(run: str | Path, inputs: Iterable[str | Path], output: str | 
                                                                      4 * replicas)))
         rows = dataset.map_batches(RayPredictor, fn_constructor_kwargs={
             "run": str(Path(run).resolve()), "engine": engine, "coverage": coverage,
-            "min_confidence": min_confidence}, batch_size=batch_size,
+            "min_confidence": min_confidence, "precision": precision}, batch_size=batch_size,
             concurrency=replicas, num_cpus=1, batch_format="numpy").materialize()
         if info.id_column is None:  # error rows belong in the output
             _write(rows.drop_columns([ERROR]), out, fmt)
