@@ -123,7 +123,7 @@ def compare(info: ModelInfo, reference: np.ndarray, candidate: np.ndarray,
     task = info.task
     out: dict[str, Any] = {}
     fails = []
-    if task.kind in ("fractions", "counts"):
+    if task.votes:  # fractions of votes (counts: their expected fractions)
         a, b = task.decisions(reference, 0.5), task.decisions(candidate, 0.5)
         rmse = float(np.sqrt(np.mean((a - b) ** 2)))
         out["rmse_between_engines"] = rmse
