@@ -36,10 +36,11 @@ standard error, and the labels each needs to reach ``random``'s mean accuracy at
 ``--stop`` (linear between rounds) with the saving in percent.
 
 ``--finetune SETS``: on those sets, for the first ``--finetune-seeds`` seeds, the images
-``random`` and the default had labelled at ``--stop`` are copied to class folders and
-trained on with the real ``skysort.train(finetune=--finetune-mode, seed=SEED)``
-(``auto``: all layers from 200 training images); ``skysort.evaluate`` scores each on the
-test set.
+each strategy had labelled at ``--stop`` are copied to class folders and trained on with
+the real ``skysort.train(finetune=--finetune-mode, seed=SEED)`` (``auto``: all layers from
+200 training images); ``skysort.evaluate`` scores each on the test set, and the mean,
+spread and paired gain over ``random`` are printed. A finished run is read back from
+``--work``/runs by its set, strategy and seed (delete it when a strategy changes).
 
 Each strategy's curves are kept in ``--work``/results, keyed by the settings and the
 source of ``skysort/active/strategies.py``, so a second run (e.g. with ``--finetune``)
@@ -341,6 +342,7 @@ def finetune_check(s: LabelledSet, chosen: dict[str, list[np.ndarray]],
 
     print(f"\n{s.name}: fine-tuned on the {args.stop} labels each chose, "
           f"skysort.train(finetune={args.finetune_mode}), balanced accuracy on the test set")
+    scores: dict[str, list[float]] = {}
     for seed, strategy in ((seed, k) for seed in range(args.finetune_seeds) for k in chosen):
         rows = chosen[strategy][seed]
         run = work / "runs" / (f"{s.name}_{strategy}" + (f"_s{seed}" if seed else ""))
@@ -366,6 +368,16 @@ def finetune_check(s: LabelledSet, chosen: dict[str, list[np.ndarray]],
         own = json.loads((run / "metrics.json").read_text())["model"]["balanced_accuracy"]
         print(f"  seed {seed} {strategy:<10} {test:.3f}  (its own test split {own:.3f}; "
               f"{seconds:.0f} s)", flush=True)
+        scores.setdefault(strategy, []).append(test)
+    print(f"{s.name}: fine-tuned, mean [min-max] over {args.finetune_seeds} seeds; "
+          "gain over random, mean ± paired standard error")
+    base = np.array(scores["random"])
+    for strategy, values in scores.items():
+        v = np.array(values)
+        gain = v - base
+        se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
+        print(f"  {strategy:<10} {v.mean():.3f} [{v.min():.3f}-{v.max():.3f}]  "
+              f"{gain.mean():+.3f} ± {se:.3f}")
 
 
 def main() -> None:
@@ -379,7 +391,8 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--finetune", default="", help="sets to fine-tune on, e.g. photos")
+    parser.add_argument("--finetune", default="",
+                        help="sets to fine-tune every strategy's labels on, e.g. photos")
     parser.add_argument("--finetune-mode", default="auto")
     parser.add_argument("--finetune-seeds", type=int, default=1)
     parser.add_argument("--work", default="/tmp/bench_active")
@@ -416,8 +429,8 @@ def main() -> None:
             print(f"  {strategy}: {time.perf_counter() - start:.0f} s "
                   f"({args.seeds} seeds x {len(counts)} rounds)", file=sys.stderr, flush=True)
         report(s.name, counts, results)
-        if s.name in args.finetune.split(",") and "default" in chosen:
-            finetune_check(s, {k: chosen[k] for k in ("random", "default")}, args, work)
+        if s.name in args.finetune.split(","):
+            finetune_check(s, chosen, args, work)
     print(f"\nwall time {time.perf_counter() - begin:.0f} s")
 
 

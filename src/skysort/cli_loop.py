@@ -51,8 +51,8 @@ def add_loop_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("-n", type=at_least(1), default=50, help="how many to suggest (default 50)")
     p.add_argument("-o", "--output", help="CSV to write (default RUN/to_label.csv)")
     p.add_argument("--strategy", choices=STRATEGIES, default="default",
-                   help="default: the most uncertain (margin) spread over the embedding "
-                        "space; random: for comparison")
+                   help="default: half the least sure (margin) spread over the embedding "
+                        "space (margin-kcenter), half at random; random: for comparison")
     p.add_argument("--labelled", nargs="+", metavar="IMAGES",
                    help="further images already labelled, beside the run's own")
     p.add_argument("--near-duplicate", type=float, default=NEAR_DUPLICATE, metavar="COS",

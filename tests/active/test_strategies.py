@@ -126,16 +126,34 @@ def test_select_distinct_indices(strategy: str) -> None:
     assert all(0 <= i < 300 for i in idx)
 
 
-def test_default_is_not_fifty_copies_of_one_image() -> None:
+def test_margin_kcenter_is_not_fifty_copies_of_one_image() -> None:
     pool = _pool()
-    idx, scores, reasons = select("default", pool, 20)
+    idx, scores, reasons = select("margin-kcenter", pool, 20)
     assert sum(int(i) < 100 for i in idx) <= 1  # the copies are the most uncertain
     picked, _, _ = select("random", pool, 20, np.random.default_rng(0))
-    assert np.allclose(scores, margin(pool.probs[idx]))  # the default ranks by margin
+    assert np.allclose(scores, margin(pool.probs[idx]))  # it ranks by margin
     assert scores.mean() > margin(pool.probs[picked]).mean()
     assert re.match(r"least sure \d+ of \d+: between", reasons[0])
     plain, _, _ = select("entropy", pool, 20)
-    assert all(int(i) < 100 for i in plain)  # what the default avoids
+    assert all(int(i) < 100 for i in plain)  # what it avoids
+
+
+def test_default_alternates_margin_kcenter_with_random_picks() -> None:
+    pool = _pool()
+    idx, _, reasons = select("default", pool, 20, np.random.default_rng(3))
+    assert len(set(idx.tolist())) == 20
+    # every other image is what margin-kcenter picks for a batch of 10, in its order
+    informed, _, _ = select("margin-kcenter", pool, 10)
+    assert idx[0::2].tolist() == informed.tolist()
+    assert all("unlike the labelled" in r for r in reasons[0::2])
+    # the others are drawn at random from the rest of the pool
+    assert all(r.startswith("random pick") for r in reasons[1::2])
+    assert not set(idx[1::2].tolist()) & set(informed.tolist())
+    others = [select("default", pool, 20, np.random.default_rng(seed))[0][1::2]
+              for seed in range(30)]
+    assert len({int(i) for o in others for i in o}) > 100  # spread, not a fixed choice
+    odd, _, _ = select("default", pool, 5, np.random.default_rng(0))
+    assert len(odd) == 5 and odd[0::2].tolist() == select("margin-kcenter", pool, 3)[0].tolist()
 
 
 def test_select_more_than_pool_and_unknown() -> None:

@@ -71,12 +71,12 @@ def test_margin_picks_what_predict_calls_least_sure(trained: tuple[Path, Path, P
         assert re.match(r"least sure \d of 42: between ", r["reason"]), r["reason"]
 
 
-def test_default_batch_is_uncertain_and_spread(trained: tuple[Path, Path, Path],
-                                               tmp_path: Path) -> None:
+def test_informed_batch_is_uncertain_and_spread(trained: tuple[Path, Path, Path],
+                                                tmp_path: Path) -> None:
     run, _, pool = trained
     # 3 picks among the 3 * 5 = 15 least sure of the 42 pool images
     rows = _rows(skysort.suggest(run, [pool], 3, top_factor=5, output=tmp_path / "d.csv",
-                                 quiet=True))
+                                 strategy="margin-kcenter", quiet=True))
     assert len({r["path"] for r in rows}) == 3
     assert all("unlike the labelled and chosen images" in r["reason"] for r in rows)
     everything = _rows(skysort.suggest(run, [pool], 42, strategy="margin",
@@ -89,6 +89,14 @@ def test_default_batch_is_uncertain_and_spread(trained: tuple[Path, Path, Path],
     rand = _rows(skysort.suggest(run, [pool], 5, strategy="random", output=tmp_path / "r.csv",
                                  quiet=True))
     assert all(r["reason"].startswith("random pick") for r in rand)
+    # the default: the informed picks (the first two of margin-kcenter's for 3, 2 of 3
+    # here, 1 random), alternating with a random pick
+    mixed = _rows(skysort.suggest(run, [pool], 3, top_factor=5, output=tmp_path / "m.csv",
+                                  quiet=True))
+    informed = _rows(skysort.suggest(run, [pool], 2, top_factor=5, output=tmp_path / "i.csv",
+                                     strategy="margin-kcenter", quiet=True))
+    assert [mixed[0]["path"], mixed[2]["path"]] == [r["path"] for r in informed]
+    assert mixed[1]["reason"].startswith("random pick")
 
 
 def test_a_copy_of_a_labelled_image_is_left_out_and_look_alikes_kept(
