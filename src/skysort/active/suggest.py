@@ -149,7 +149,7 @@ def suggest(run: str | Path, pool: Sequence[str | Path], n: int, *,
               ) -> tuple[np.ndarray, dict[int, str]]:
         return cached_embeddings(model.backbone, info.preprocess, key, paths,
                                  cache_dir=cache_dir, batch_size=batch_size,
-                                 workers=workers, hashes=hashes)
+                                 workers=workers, hashes=hashes, fingerprints=False)
 
     known = labelled_paths(run, labelled, path_column)
     known_keys = {_key(p) for p in known}

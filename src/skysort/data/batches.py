@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from skysort.data.fingerprinting import keep_fingerprints
 from skysort.data.images import file_digest, read_or_reason
 from skysort.data.transforms import EvalTransform, TrainPixels, evict_pixel_cache, touch
 from skysort.device import default_workers
@@ -35,7 +36,9 @@ CRASHED = "the decoder process crashed on this batch"
 
 def decode_chunk(transform: EvalTransform, paths: Sequence[Path]) -> Decoded:
     """uint8 crops of the readable files, their positions in ``paths``, and the reason
-    each other file could not be read."""
+    each other file could not be read; with a
+    :class:`~skysort.data.fingerprinting.FingerprintingPreprocess`, the fingerprints of
+    the files it decoded are then put into the fingerprint cache."""
     crops, good, bad = [], [], {}
     for i, path in enumerate(paths):
         crop, why = read_or_reason(transform.pixels, path)
@@ -44,6 +47,7 @@ def decode_chunk(transform: EvalTransform, paths: Sequence[Path]) -> Decoded:
         else:
             crops.append(crop)
             good.append(i)
+    keep_fingerprints(transform.preprocess)
     return (np.stack(crops) if crops else None), good, bad
 
 

@@ -12,30 +12,35 @@ A *fingerprint* of a file holds
 * the grey mean and spread of the pixels (a blank frame has none).
 
 Fingerprints are kept in one SQLite file in the skysort cache, keyed by the SHA-256 of
-the file's bytes (as the embeddings are), so a second inspection decodes nothing.
+the file's bytes (as the embeddings are), so a second inspection decodes nothing. The
+embedding pass fingerprints each file it decodes, from the same pixels
+(:class:`~skysort.data.fingerprinting.FingerprintingPreprocess`), so after the embeddings
+of a cold ``skysort train`` or ``skysort inspect`` nothing is left to decode here either.
+How a fingerprint is computed, and the cache, live in :mod:`skysort.data.fingerprinting`,
+below the embedding pass; what is here reads them for inspection.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from skysort.data.batches import CRASHED, chunks, ordered_map
-from skysort.data.images import describe_image, image_suffix, load_image, read_or_reason
+from skysort.data.fingerprinting import FINGERPRINT_VERSION as FINGERPRINT_VERSION  # re-exported
+from skysort.data.fingerprinting import (
+    THUMB,
+    Entry,
+    Fingerprint,
+    FingerprintCache,
+    fingerprint_image,
+)
+from skysort.data.fingerprinting import dihedral as dihedral  # re-exported
+from skysort.data.images import describe_image, load_image, read_or_reason
 from skysort.device import default_workers
-
-#: Bumped when a fingerprint's content changes, to retire old cache entries.
-FINGERPRINT_VERSION = 1
-#: Side of the grey thumbnail kept per image.
-THUMB = 32
 
 
 @dataclass
@@ -58,46 +63,13 @@ class Fingerprints:
     bad: dict[int, str]
 
 
-def dihedral(image: np.ndarray, axes: tuple[int, int] = (0, 1)) -> list[np.ndarray]:
-    """The eight rotations and flips by multiples of 90 degrees of an array's two ``axes``
-    (views, not copies); the first is the array itself."""
-    views = []
-    for turns in range(4):
-        turned = np.rot90(image, turns, axes=axes)
-        views += [turned, np.flip(turned, axis=axes[1])]
-    return views
-
-
-def _phash(grey: np.ndarray) -> int:
-    import imagehash
-
-    return int(str(imagehash.phash(Image.fromarray(np.ascontiguousarray(grey)))), 16)
-
-
-def fingerprint(path: Path) -> tuple[dict[str, object], np.ndarray, np.ndarray]:
-    """One file's fingerprint: ``(info, 8 perceptual hashes, 32 x 32 thumbnail)``; raises
-    :class:`~skysort.errors.ImageError` for a file that cannot be read."""
+def fingerprint(path: Path) -> Fingerprint:
+    """One file's fingerprint: ``(info, 8 perceptual hashes, 32 x 32 thumbnail)``, decoded
+    here (:func:`~skysort.data.fingerprinting.fingerprint_image`, as the embedding pass
+    makes it); raises :class:`~skysort.errors.ImageError` for a file that cannot be read."""
     image = load_image(path)
-    info, _ = read_or_reason(describe_image, path)
-    if info is None:  # read by skysort's fallbacks (a float TIFF) but not by its header
-        info = {"format": image_suffix(path).lstrip(".").upper(), "mode": "?", "bits": 0,
-                "width": image.size[0], "height": image.size[1]}
-    pixels = np.asarray(image)
-    digest = hashlib.sha256(f"{pixels.shape}".encode())
-    digest.update(pixels.tobytes())
-    grey = image.convert("L")
-    values = np.asarray(grey, dtype=np.float32)
-    # Hashed at a common size, so a copy resized keeps its hash.
-    small = np.asarray(grey.resize((64, 64), Image.Resampling.BOX))
-    hashes = np.array([_phash(v) for v in dihedral(small)], dtype=np.uint64)
-    thumb = np.asarray(grey.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.uint8)
-    info = {**info, "pixels": digest.hexdigest(), "mean": round(float(values.mean()), 3),
-            "std": round(float(values.std()), 3)}
-    return info, hashes, thumb
-
-
-#: A cached fingerprint: (info, hashes as bytes, thumbnail as bytes).
-Entry = tuple[dict[str, object], bytes, bytes]
+    header, _ = read_or_reason(describe_image, path)
+    return fingerprint_image(path, image, header)
 
 
 def _fingerprint_chunk(paths: Sequence[Path]) -> list[Entry | str]:
@@ -111,36 +83,6 @@ def _fingerprint_chunk(paths: Sequence[Path]) -> list[Entry | str]:
 
 def _crashed(paths: Sequence[Path]) -> list[Entry | str]:
     return [CRASHED] * len(paths)
-
-
-class FingerprintCache:
-    """Fingerprints by the SHA-256 of a file's bytes, in one SQLite file."""
-
-    def __init__(self, cache_dir: str | Path) -> None:
-        folder = Path(cache_dir) / "fingerprints"
-        folder.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(folder / f"v{FINGERPRINT_VERSION}.sqlite", timeout=60)
-        self._db.execute("CREATE TABLE IF NOT EXISTS fp (hash TEXT PRIMARY KEY, info TEXT, "
-                         "phash BLOB, thumb BLOB)")
-
-    def get_many(self, hashes: Sequence[str]) -> dict[str, Entry]:
-        found = {}
-        unique = sorted(set(hashes))
-        for start in range(0, len(unique), 500):
-            part = unique[start:start + 500]
-            rows = self._db.execute("SELECT hash, info, phash, thumb FROM fp WHERE hash IN "
-                                    f"({','.join('?' * len(part))})", part)
-            for h, info, phash, thumb in rows:
-                found[h] = (json.loads(info), phash, thumb)
-        return found
-
-    def put_many(self, items: dict[str, Entry]) -> None:
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO fp VALUES (?, ?, ?, ?)",
-                                 [(h, json.dumps(i), p, t) for h, (i, p, t) in items.items()])
-
-    def close(self) -> None:
-        self._db.close()
 
 
 def cached_fingerprints(paths: Sequence[Path], hashes: Sequence[str | None],

@@ -8,6 +8,11 @@ image file's content, so
 * a second run on the same data skips the backbone entirely;
 * renaming or moving files keeps their cache entries; editing a file invalidates its own.
 
+Each file the pass decodes is also fingerprinted from the same pixels, before they are
+resized, into the fingerprint cache of the same folder (:mod:`skysort.data.fingerprinting`),
+so the copies check of ``skysort train`` and ``skysort inspect`` that follows decodes
+nothing.
+
 The cache lives in ``$SKYSORT_CACHE`` or ``~/.cache/skysort`` unless a folder is given.
 """
 
@@ -25,6 +30,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from skysort.data.fingerprinting import (
+    FingerprintCache,
+    FingerprintingPreprocess,
+    KeepingTransform,
+    keep_fingerprints,
+)
 from skysort.data.images import file_digest
 from skysort.data.loader import image_loader
 from skysort.data.transforms import Preprocess, create_transform
@@ -95,7 +106,8 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
                        paths: Sequence[Path], *, cache_dir: str | Path | None = None,
                        pixel_cache: str | Path | None = None, batch_size: int = 32,
                        workers: int | None = None, device: torch.device | str = "cpu",
-                       engine: str = "auto") -> tuple[dict[int, np.ndarray], dict[int, str]]:
+                       engine: str = "auto", fingerprints: str | Path | None = None
+                       ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Runs a backbone over image files.
 
     On a CPU (``engine="auto"`` or ``"onnx"``) the backbone, exported once per embedding
@@ -106,6 +118,8 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
 
     Args:
         pixel_cache: also keep each file's resized pixels there (for fine-tuning).
+        fingerprints: also fingerprint each file decoded, from the decoded image, into
+            the fingerprint cache of this skysort cache folder.
 
     Returns:
         ``(embeddings, bad)``: the vector for each readable file's index, and the reason
@@ -115,6 +129,8 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
     bad: dict[int, str] = {}
     if not paths:
         return out, bad
+    if fingerprints is not None:  # decoded once for both: the fingerprint kept in the cache
+        preprocess = FingerprintingPreprocess.of(preprocess, fingerprints)
     transform = create_transform(preprocess, cache_dir=pixel_cache)
     bar = tqdm(total=len(paths), desc="embedding", unit="img", dynamic_ncols=True)
     if engine == "onnx" or (engine == "auto" and torch.device(device).type == "cpu"):
@@ -137,8 +153,8 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
         bar.close()
         return out, bad
     run = torch_runner(model, device)
-    for index, images, errors in image_loader(paths, transform, batch_size=batch_size,
-                                              workers=workers):
+    for index, images, errors in image_loader(paths, KeepingTransform(transform, batch_size),
+                                              batch_size=batch_size, workers=workers):
         for i, reason in errors:
             bad[i] = reason
         if images is not None:
@@ -146,6 +162,7 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
                 out[i] = f
         bar.update(len(index) + len(errors))
     bar.close()
+    keep_fingerprints(preprocess)  # what was decoded here (no workers)
     return out, bad
 
 
@@ -153,11 +170,13 @@ def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
                       paths: Sequence[Path], *, cache_dir: str | Path | None = None,
                       pixel_cache: str | Path | None = None, batch_size: int = 32,
                       workers: int | None = None, device: torch.device | str = "cpu",
-                      engine: str = "auto", hashes: Sequence[str | None] | None = None
-                      ) -> tuple[np.ndarray, dict[int, str]]:
+                      engine: str = "auto", hashes: Sequence[str | None] | None = None,
+                      fingerprints: bool = True) -> tuple[np.ndarray, dict[int, str]]:
     """Embeddings of ``paths``, reading the cache first and filling it after (see
     :func:`compute_embeddings` for the arguments; ``hashes``: the files' content hashes
-    when the caller has them already, None for a file that cannot be read).
+    when the caller has them already, None for a file that cannot be read;
+    ``fingerprints``: also fingerprint the files decoded, unless every one of them is in
+    the fingerprint cache already; False where no fingerprints will be asked for).
 
     Returns:
         ``(features, bad)``: a ``(len(paths), d)`` float32 array (rows of unreadable files
@@ -174,10 +193,12 @@ def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
         fresh: dict[int, np.ndarray] = {}
         fresh_bad: dict[int, str] = {}
         if todo:
+            folder = _unprinted(cache_dir, [str(hashes[i]) for i in todo]) \
+                if fingerprints else None
             fresh, fresh_bad = compute_embeddings(
                 model, preprocess, key, [paths[i] for i in todo], cache_dir=cache_dir,
                 pixel_cache=pixel_cache, batch_size=batch_size, workers=workers,
-                device=device, engine=engine)
+                device=device, engine=engine, fingerprints=folder)
         new = {str(hashes[todo[j]]): v for j, v in fresh.items()}
         cache.put_many(new)
         found.update(new)
@@ -190,3 +211,14 @@ def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
         if i not in bad and h is not None:
             features[i] = found[h]
     return features, bad
+
+
+def _unprinted(cache_dir: str | Path | None, hashes: Sequence[str]) -> Path | None:
+    """The cache folder, where the fingerprint cache lacks any of ``hashes``; else None."""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    prints = FingerprintCache(folder)
+    try:
+        have = prints.get_many(hashes)
+    finally:
+        prints.close()
+    return folder if len(have) < len(set(hashes)) else None

@@ -55,7 +55,7 @@ def model_outputs(model: SkyModel, info: ModelInfo, paths: Sequence[Path], *,
         key = embedding_key(info.backbone, info.weights_id, info.preprocess)
         feats, bad = cached_embeddings(model.backbone, info.preprocess, key, paths,
                                        cache_dir=cache_dir, batch_size=batch_size,
-                                       workers=workers, device=device)
+                                       workers=workers, device=device, fingerprints=False)
         good = np.array([i for i in range(len(paths)) if i not in bad], dtype=np.int64)
         if len(good):
             model.eval()
