@@ -18,7 +18,9 @@ The cache lives in ``$SKYSORT_CACHE`` or ``~/.cache/skysort`` unless a folder is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from skysort.data.batches import decode_chunk
 from skysort.data.fingerprinting import (
     FingerprintCache,
     FingerprintingPreprocess,
@@ -38,8 +41,9 @@ from skysort.data.fingerprinting import (
 )
 from skysort.data.images import file_digest
 from skysort.data.loader import image_loader
-from skysort.data.transforms import Preprocess, create_transform
+from skysort.data.transforms import EvalTransform, Preprocess, create_transform
 from skysort.models.streaming import OnnxWorkerModel, iter_outputs, torch_runner
+from skysort.rundir import atomic_write
 
 #: Bumped when the way embeddings are computed changes, to retire old cache entries
 #: (2: FITS decoding changed, and the preprocessing names it).
@@ -141,8 +145,13 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
                                                         folder, preprocess.channels)), key)
         start = 0
         dim = int(getattr(model, "num_features"))  # noqa: B009 (timm's attribute)
-        for chunk, features, errors in iter_outputs(onnx, transform, paths, num_outputs=dim,
-                                                    batch_size=batch_size, workers=workers):
+        chosen, first = backbone_engine(onnx, folder, transform, paths[:batch_size], dim) \
+            if engine == "auto" else (onnx, None)
+        rest = paths if first is None else paths[len(first[0]):]
+        for chunk, features, errors in itertools.chain(
+                [first] if first is not None else [],
+                iter_outputs(chosen, transform, rest, num_outputs=dim,
+                             batch_size=batch_size, workers=workers)):
             for i in range(len(chunk)):
                 if i in errors:
                     bad[start + i] = errors[i]
@@ -164,6 +173,58 @@ def compute_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,
     bar.close()
     keep_fingerprints(preprocess)  # what was decoded here (no workers)
     return out, bad
+
+
+#: The least cosine between an embedding from OpenVINO and ONNX Runtime's f32 one, and the
+#: speed-up, at which the embedding pass runs on OpenVINO.
+MIN_COSINE = 0.999
+FASTER_BY = 1.10
+#: The rules' version: a choice made under other rules is made again.
+ENGINE_RULES = 1
+
+
+def backbone_engine(onnx: OnnxWorkerModel, folder: Path, transform: EvalTransform,
+                    first: Sequence[Path], dim: int
+                    ) -> tuple[OnnxWorkerModel, tuple[list[Path], np.ndarray, dict[int, str]]
+                               | None]:
+    """The engine for the embedding pass: OpenVINO (bf16 where the CPU has it, else f32)
+    where it is installed and, on the pass's first batch, gave embeddings within cosine
+    :data:`MIN_COSINE` of ONNX Runtime f32 and ran at least :data:`FASTER_BY` times as
+    fast; else ONNX Runtime. The choice is kept beside the backbone's ONNX file, per CPU;
+    when it is made, that first batch (decoded once) is returned with ONNX Runtime's
+    embeddings, ``(paths, features, errors)``, so the pass goes on from the next one."""
+    from skysort.models import openvino as ovm
+
+    if not ovm.available() or not first:
+        return onnx, None
+    record_file = Path(onnx.path).with_suffix(".engine.json")
+    cpu = ovm.cpu_description()
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        record = {}
+    if (record.get("cpu"), record.get("rules")) == (cpu, ENGINE_RULES):
+        return (OnnxWorkerModel(onnx.path, onnx.source, "openvino", record["precision"])
+                if record["accepted"] else onnx), None
+    precision = "bf16" if "bf16" in ovm.native_precisions() else "f32"
+    pixels, good, bad = decode_chunk(transform, list(first))
+    features = np.full((len(first), dim), np.nan, dtype=np.float32)
+    if pixels is None:
+        return onnx, (list(first), features, bad)
+    candidate = OnnxWorkerModel(onnx.path, onnx.source, "openvino", precision)
+    out, speed = ovm.run_timed({"onnxruntime": onnx.runner(1), "openvino": candidate.runner(1)},
+                               transform.normalize_batch(pixels))
+    a, b = out["onnxruntime"], out["openvino"]
+    cosine = float(np.min(np.sum(a * b, axis=1) / np.maximum(
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)))
+    speedup = speed["openvino"] / speed["onnxruntime"]
+    record = {"cpu": cpu, "rules": ENGINE_RULES, "precision": precision, "images": len(a),
+              "min_cosine": cosine, "speedup": round(speedup, 2),
+              "accepted": cosine >= MIN_COSINE and speedup >= FASTER_BY}
+    with contextlib.suppress(OSError):  # a read-only cache: chosen again next time
+        atomic_write(record_file, json.dumps(record, indent=2).encode())
+    features[good] = a
+    return candidate if record["accepted"] else onnx, (list(first), features, bad)
 
 
 def cached_embeddings(model: torch.nn.Module, preprocess: Preprocess, key: str,

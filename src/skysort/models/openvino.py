@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterable
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ from skysort.models.onnx import CPU_BATCH
 PRECISIONS = ("f32", "bf16", "int8")
 #: NNCF's calibration images, at most (its own default subset).
 CALIBRATION_IMAGES = 300
+#: Images per timed batch (:func:`run_timed`).
+TIMED_BATCH = 16
 
 
 def available() -> bool:
@@ -49,6 +54,37 @@ def native_precisions() -> list[str]:
 
     caps = set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     return ["f32", *(["bf16"] if "BF16" in caps else []), *(["int8"] if "INT8" in caps else [])]
+
+
+def cpu_description() -> str:
+    """This CPU and what OpenVINO's CPU plugin can do on it, with OpenVINO's version: a
+    check of an engine holds for all three."""
+    import openvino as ov
+
+    core = ov.Core()
+    name = core.get_property("CPU", "FULL_DEVICE_NAME")
+    caps = ",".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return f"{name} [{caps}] on {platform.machine()}; openvino {ov.__version__}"
+
+
+def run_timed(runs: dict[str, Callable[[np.ndarray], np.ndarray]], images: np.ndarray
+              ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each runner's outputs for ``images``, and its images per second, measured on the
+    same batches of :data:`TIMED_BATCH` images, interleaved (after one warm-up call each):
+    the images over the median seconds per batch, so a burst of another process's load
+    falls on one batch of every runner, not on one runner."""
+    for run in runs.values():
+        run(images[:1])
+    outputs: dict[str, list[np.ndarray]] = {k: [] for k in runs}
+    seconds: dict[str, list[float]] = {k: [] for k in runs}
+    for start in range(0, len(images), TIMED_BATCH):
+        batch = images[start:start + TIMED_BATCH]
+        for name, run in runs.items():
+            begin = time.perf_counter()
+            outputs[name].append(run(batch))
+            seconds[name].append((time.perf_counter() - begin) / len(batch))
+    return ({k: np.concatenate(v) for k, v in outputs.items()},
+            {k: round(1 / statistics.median(v), 1) for k, v in seconds.items()})
 
 
 class OpenVinoModule:

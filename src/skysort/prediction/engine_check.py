@@ -23,10 +23,7 @@ run's weights, this CPU and OpenVINO's version are unchanged.
 from __future__ import annotations
 
 import json
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,7 @@ import numpy as np
 from skysort.data.batches import decode_chunk
 from skysort.data.transforms import create_transform
 from skysort.models.info import ModelInfo
+from skysort.models.openvino import cpu_description, run_timed
 from skysort.models.streaming import OnnxWorkerModel
 from skysort.rundir import ENGINE_CHECK, INT8_MODEL, SPLIT, atomic_write
 
@@ -49,22 +47,10 @@ SET_TIE = 1e-5
 RULES = 2
 #: Images the comparisons run on, at most (one disagreement in 300 is 0.33%).
 CHECK_IMAGES = 300
-#: Images per timed batch (:func:`run_timed`).
-TIMED_BATCH = 16
 #: OpenVINO is the default engine only when it is at least this much faster.
 FASTER_BY = 1.10
 #: Training images NNCF calibrates int8 on, at most.
 CALIBRATION = 300
-
-
-def _cpu() -> str:
-    """This CPU and what OpenVINO's CPU plugin can do on it (a check holds for both)."""
-    import openvino as ov
-
-    core = ov.Core()
-    name = core.get_property("CPU", "FULL_DEVICE_NAME")
-    caps = ",".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    return f"{name} [{caps}] on {platform.machine()}; openvino {ov.__version__}"
 
 
 def _images(run: Path, info: ModelInfo, splits: tuple[str, ...], limit: int
@@ -81,26 +67,6 @@ def _images(run: Path, info: ModelInfo, splits: tuple[str, ...], limit: int
     if pixels is None:
         return np.zeros((0,), dtype=np.float32), []
     return transform.normalize_batch(pixels), [rows[i]["label"] for i in good]
-
-
-def run_timed(runs: dict[str, Callable[[np.ndarray], np.ndarray]], images: np.ndarray
-              ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Each runner's outputs for ``images``, and its images per second, measured on the
-    same batches of :data:`TIMED_BATCH` images, interleaved (after one warm-up call each):
-    the images over the median seconds per batch, so a burst of another process's load
-    falls on one batch of every runner, not on one runner."""
-    for run in runs.values():
-        run(images[:1])
-    outputs: dict[str, list[np.ndarray]] = {k: [] for k in runs}
-    seconds: dict[str, list[float]] = {k: [] for k in runs}
-    for start in range(0, len(images), TIMED_BATCH):
-        batch = images[start:start + TIMED_BATCH]
-        for name, run in runs.items():
-            begin = time.perf_counter()
-            outputs[name].append(run(batch))
-            seconds[name].append((time.perf_counter() - begin) / len(batch))
-    return ({k: np.concatenate(v) for k, v in outputs.items()},
-            {k: round(1 / statistics.median(v), 1) for k, v in seconds.items()})
 
 
 def _set_thresholds(info: ModelInfo) -> np.ndarray | None:
@@ -197,7 +163,7 @@ def check_engine(run: Path, info: ModelInfo, onnx: Path, source: str, precisions
     from skysort.models.onnx import OnnxModule
 
     file = run / ENGINE_CHECK
-    cpu = _cpu()
+    cpu = cpu_description()
     record: dict[str, Any] = {}
     if file.is_file():
         try:
