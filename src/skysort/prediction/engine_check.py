@@ -23,7 +23,6 @@ run's weights, this CPU and OpenVINO's version are unchanged.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -176,7 +175,13 @@ def check_engine(run: Path, info: ModelInfo, onnx: Path, source: str, precisions
     if not todo:
         return record
     val, val_labels = _images(run, info, ("val",), CHECK_IMAGES)
-    extra, _ = _images(run, info, ("train",), max(0, CHECK_IMAGES - len(val)))
+    # the training images are decoded once, for the comparisons and int8's calibration
+    need = max(0, CHECK_IMAGES - len(val))
+    train, _ = _images(run, info, ("train",), max(need, CALIBRATION) if "int8" in todo
+                       else need)
+    extra = train[:need]
+    if calibration is None and "int8" in todo and len(train):
+        calibration = train
     images = np.concatenate([x for x in (val, extra) if len(x)]) if len(val) + len(extra) \
         else np.zeros((0,))
     record["images"] = {"validation": len(val), "training": len(extra)}
@@ -217,9 +222,6 @@ def describe(name: str, entry: dict[str, Any]) -> str:
     verdict = "passed" if entry["accepted"] else f"refused ({entry.get('why', '')})"
     return f"openvino {name} " + ", ".join(parts) + f": {verdict}"
 
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def choose(run: Path, info: ModelInfo, onnx: Path, source: str, precision: str,
