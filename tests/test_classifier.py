@@ -34,7 +34,8 @@ OTHER = {"backbone": "tf_efficientnet_lite1", "weights": "none", "input_size": 9
          "label_smoothing": 0.1, "balance": "sampler", "patience": 4, "augment": "photo",
          "finetune_epochs": 2, "finetune_batch_size": 8, "finetune_lr": 1e-4,
          "finetune_weight_decay": 0.05, "layer_decay": 0.7, "finetune_warmup_epochs": 0,
-         "finetune_patience": 2, "ema_decay": 0.9, "precision": "fp32", "calibrate": "none",
+         "finetune_patience": 2, "ema_decay": 0.9, "precision": "fp32", "time": "5m",
+         "calibrate": "none",
          "threshold": 0.3, "derived_thresholds": (0.5,), "validation_fraction": 0.25,
          "split_groups": "duplicates", "seed": 5, "device": "cpu", "workers": 0,
          "cache_dir": "somewhere", "cache_max_gb": 1.0, "project": "elsewhere", "name": "cv"}

@@ -82,7 +82,7 @@ class _ImageEstimator(BaseEstimator):
                  label_smoothing: float = _DEFAULTS.label_smoothing,
                  balance: str = _DEFAULTS.balance, patience: int = _DEFAULTS.patience,
                  augment: str = _DEFAULTS.augment,
-                 finetune_epochs: int = _DEFAULTS.finetune_epochs,
+                 finetune_epochs: int | None = _DEFAULTS.finetune_epochs,
                  finetune_batch_size: int = _DEFAULTS.finetune_batch_size,
                  finetune_lr: float = _DEFAULTS.finetune_lr,
                  finetune_weight_decay: float = _DEFAULTS.finetune_weight_decay,
@@ -90,6 +90,7 @@ class _ImageEstimator(BaseEstimator):
                  finetune_warmup_epochs: int = _DEFAULTS.finetune_warmup_epochs,
                  finetune_patience: int = _DEFAULTS.finetune_patience,
                  ema_decay: float = _DEFAULTS.ema_decay, precision: str = _DEFAULTS.precision,
+                 time: str | None = _DEFAULTS.time,
                  calibrate: str = _DEFAULTS.calibrate, threshold: float = _DEFAULTS.threshold,
                  derived_thresholds: tuple[float, ...] = _DEFAULTS.derived_thresholds,
                  validation_fraction: float = 0.15,
@@ -121,8 +122,7 @@ class _ImageEstimator(BaseEstimator):
         self.layer_decay = layer_decay
         self.finetune_warmup_epochs = finetune_warmup_epochs
         self.finetune_patience = finetune_patience
-        self.ema_decay = ema_decay
-        self.precision = precision
+        self.ema_decay, self.precision, self.time = ema_decay, precision, time
         self.calibrate = calibrate
         self.threshold = threshold
         self.derived_thresholds = derived_thresholds

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -36,6 +37,7 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16")
 #: binary sigmoid, fitted on the validation split; ``none``: the model's own outputs.
 CALIBRATE_CHOICES = ("auto", "none")
 SPLIT_GROUPS_CHOICES = ("warn", "duplicates", "none")
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 #: Keys older versions wrote into a run's config.yaml, skipped when one is read back:
 #: ``data_root`` is now in the run's resolved plan (``resolved.json``).
 RETIRED_KEYS = ("data_root",)
@@ -76,7 +78,7 @@ class TrainConfig(DataSpec):
     patience: int = 20
     # stage 2: fine-tuning on augmented images
     augment: str = "sky"
-    finetune_epochs: int = 15
+    finetune_epochs: int | None = None  # unset: as the recipe of `finetune` says
     finetune_batch_size: int = 32
     finetune_lr: float = 5e-4
     finetune_weight_decay: float = 0.02
@@ -85,6 +87,9 @@ class TrainConfig(DataSpec):
     finetune_patience: int = 5
     ema_decay: float = 0.995
     precision: str = "auto"
+    #: a budget for the whole run (``90s``, ``10m``, ``1.5h``): fine-tuning's epochs are
+    #: planned to end within it (:mod:`skysort.training.budget`); unset: no limit.
+    time: str | None = None
     # evaluation
     calibrate: str = "auto"
     threshold: float = 0.5
@@ -129,7 +134,7 @@ class TrainConfig(DataSpec):
         if not 0 < self.threshold < 1:
             raise ConfigError(f"threshold={self.threshold}: must lie strictly between 0 and 1")
         for key in ("epochs", "batch_size", "finetune_epochs", "finetune_batch_size"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1")
         for key in ("lr", "weight_decay", "label_smoothing", "dropout"):
             if getattr(self, key) < 0:
@@ -158,6 +163,8 @@ class TrainConfig(DataSpec):
             raise ConfigError(f"derived_thresholds={list(self.derived_thresholds)}: each must "
                               "lie strictly between 0 and 1")
         check_device(self.device)
+        if self.time is not None:
+            parse_duration(self.time)
 
     def fits_decode(self) -> FitsDecode:
         """How FITS images become pixels, as set (the scale is fitted at training)."""
@@ -288,3 +295,13 @@ _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 _KIND_NAMES = {"int": "int (a whole number)", "float": "float (a number)",
                "bool": "bool (true or false)", "str": "str (text)"}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``10m``, ``1.5h``; a ConfigError for anything else."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh])\s*", str(text))
+    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)] if match else 0.0
+    if not match or seconds <= 0:
+        raise ConfigError(f"time={text!r}: give a duration above zero with its unit: "
+                          "90s, 10m or 1.5h")
+    return seconds

@@ -6,7 +6,7 @@ only place a run's layout is spelled out::
     runs/<name>/
       config.yaml         CONFIG        the settings as given (reusable with --config)
       resolved.json       RESOLVED      what training decided from the data: data root,
-                                        input size, fine-tuning mode, pixel cache
+                                        input size, fine-tuning mode and epochs, pixel cache
       model.safetensors   MODEL_FILE    all weights
       model.json          MODEL_JSON    classes, backbone, preprocessing, skysort version
       split.csv           SPLIT         path, id, label, split for every image
@@ -20,7 +20,8 @@ only place a run's layout is spelled out::
       reliability_diagram.png RELIABILITY_PNG  calibration: accuracy against confidence
       risk_coverage.png   RISK_PNG      accuracy of the most confident images, by share kept
       report.html         REPORT        all of it as one self-contained page
-      finetune_plan.json  PLAN          cores, threads, workers, pixel cache, precision chosen
+      finetune_plan.json  PLAN          cores, threads, workers, pixel cache, precision chosen,
+                                        the recipe, the time budget's plan
       model.onnx          ONNX_FILE     the exported model (``skysort export``)
       engine_check.json   ENGINE_CHECK  OpenVINO's precisions checked against f32, timed
       model_int8.xml      INT8_MODEL    the int8 model (NNCF), with .bin and .source

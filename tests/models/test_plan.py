@@ -15,11 +15,17 @@ from skysort.config import TrainConfig
 from skysort.data.transforms import INPUT_SIZES, Preprocess
 from skysort.errors import ConfigError, RunError
 from skysort.models.plan import (
+    AUTO_EPOCHS_SMALL,
+    AUTO_FINETUNE,
     AUTO_FINETUNE_MIN_IMAGES,
+    AUTO_SHORT_BELOW,
+    DEFAULT_EPOCHS,
     ResolvedPlan,
     choose_input_size,
     parse_finetune,
+    resolve_epochs,
     resolve_finetune,
+    resolve_recipe,
 )
 
 
@@ -45,8 +51,22 @@ def test_a_bad_finetune_setting_is_the_same_config_error_everywhere(setting: obj
 
 def test_auto_fine_tunes_from_enough_training_images() -> None:
     assert resolve_finetune("auto", AUTO_FINETUNE_MIN_IMAGES - 1) == ("head", 0)
-    assert resolve_finetune("auto", AUTO_FINETUNE_MIN_IMAGES) == ("full", 0)
+    assert resolve_finetune("auto", AUTO_FINETUNE_MIN_IMAGES) == AUTO_FINETUNE
     assert resolve_finetune("last:2", 10) == ("last", 2)
+
+
+def test_the_recipe_says_its_epochs_and_why() -> None:
+    epochs, why = resolve_epochs("auto", None, AUTO_SHORT_BELOW - 1)
+    assert epochs == AUTO_EPOCHS_SMALL and f"{AUTO_SHORT_BELOW - 1} training images" in why
+    assert "recipe study" in why
+    epochs, why = resolve_epochs("auto", None, AUTO_SHORT_BELOW)
+    assert epochs == DEFAULT_EPOCHS and "recipe study" in why
+    assert resolve_epochs("auto", None, 10)[0] == 0  # the head alone
+    assert resolve_epochs("auto", 3, 500) == (3, "finetune=auto: all layers, "
+                                                 "finetune_epochs=3 as set")
+    assert resolve_epochs("last:2", 3, 500) == (3, "finetune=last:2: the last 2 stages, "
+                                                   "finetune_epochs=3 as set")
+    assert resolve_epochs("full", None, 500)[0] == DEFAULT_EPOCHS
 
 
 def test_the_input_size_has_one_bound(capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,3 +118,15 @@ def test_a_run_from_before_the_plan_is_read_from_its_config(tmp_path: Path) -> N
     assert (cfg.data, cfg.input_size) == ("/data/mars", 128)
     assert "data_root" not in cfg.to_dict()
     assert ResolvedPlan.read(tmp_path / "nothing") == ResolvedPlan(None, None)
+
+
+def test_a_resumed_run_keeps_the_recipe_it_started_with() -> None:
+    started = ResolvedPlan("d", 96, "full", 0, None, 9, "finetune=auto: all layers, 9 epochs")
+    assert resolve_recipe("auto", None, 500, started) == \
+        ("full", 0, 9, "finetune=auto: all layers, 9 epochs")
+    # a run written before epochs were resolved: its settings' epochs, or the old default
+    older = ResolvedPlan("d", 96, "full")
+    assert resolve_recipe("auto", 12, 500, older)[:3] == ("full", 0, 12)
+    assert resolve_recipe("auto", None, 500, older)[:3] == ("full", 0, DEFAULT_EPOCHS)
+    # a new run resolves from the data
+    assert resolve_recipe("auto", None, 300)[:3] == (*AUTO_FINETUNE, AUTO_EPOCHS_SMALL)

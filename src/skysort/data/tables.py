@@ -23,7 +23,7 @@ import csv
 import io
 import os
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,15 @@ class LabelIssue:
     row: int | None
     id: str
     detail: str
+
+
+def write_bad_files(path: Path, data: LabeledImages, bad: Mapping[int, str]) -> None:
+    """``bad_files.csv``: each unreadable file (relative to the data) and why."""
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "reason"])
+        for i in sorted(bad):
+            writer.writerow([data.relpath(data.paths[i]), bad[i]])
 
 
 def write_label_issues(path: str | Path, issues: Sequence[LabelIssue]) -> None:

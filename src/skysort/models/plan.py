@@ -46,13 +46,54 @@ def parse_finetune(setting: str) -> tuple[str, int]:
     return "last", int(match.group(1))
 
 
+#: ``finetune=auto`` from :data:`AUTO_FINETUNE_MIN_IMAGES` training images on: what the
+#: recipe study chose (``benchmarks/bench_recipe.py``; its table is in README). All
+#: layers; below :data:`AUTO_SHORT_BELOW` training images a schedule of
+#: :data:`AUTO_EPOCHS_SMALL` epochs (on 280 real photographs it scored as 15 epochs did
+#: in half the time), from there on :data:`DEFAULT_EPOCHS` (on 840 survey cutouts 7
+#: epochs lost 0.05 balanced accuracy against 15). The boundary lies somewhere between
+#: the two sets; 500 is a round number between them, not a measured optimum.
+AUTO_FINETUNE = ("full", 0)
+AUTO_SHORT_BELOW = 500
+AUTO_EPOCHS_SMALL = 7
+#: ``finetune_epochs`` for larger data, and for a ``finetune`` given by hand.
+DEFAULT_EPOCHS = 15
+
+
 def resolve_finetune(setting: str, n_train: int) -> tuple[str, int]:
     """``("head", 0)``, ``("full", 0)`` or ``("last", N)``: ``auto`` trains the head only
-    below :data:`AUTO_FINETUNE_MIN_IMAGES` training images, else fine-tunes all layers."""
+    below :data:`AUTO_FINETUNE_MIN_IMAGES` training images, else :data:`AUTO_FINETUNE`."""
     mode, stages = parse_finetune(setting)
     if mode == "auto":
-        return ("head", 0) if n_train < AUTO_FINETUNE_MIN_IMAGES else ("full", 0)
+        return ("head", 0) if n_train < AUTO_FINETUNE_MIN_IMAGES else AUTO_FINETUNE
     return mode, stages
+
+
+def resolve_epochs(setting: str, epochs: int | None, n_train: int) -> tuple[int, str]:
+    """The fine-tuning epochs, and the recipe in words: ``finetune_epochs`` when set, else
+    for ``finetune=auto`` :data:`AUTO_EPOCHS_SMALL` below :data:`AUTO_SHORT_BELOW`
+    training images and :data:`DEFAULT_EPOCHS` from there on (always for a ``finetune``
+    given by hand)."""
+    mode, stages = resolve_finetune(setting, n_train)
+    if mode == "head":
+        return 0, (f"finetune={setting}: the head alone"
+                   + (f" (fewer than {AUTO_FINETUNE_MIN_IMAGES} training images)"
+                      if setting == "auto" else ""))
+    layers = "all layers" if mode == "full" else f"the last {stages} stages"
+    if epochs is not None:
+        return epochs, f"finetune={setting}: {layers}, finetune_epochs={epochs} as set"
+    if setting != "auto":
+        return DEFAULT_EPOCHS, f"finetune={setting}: {layers}, {DEFAULT_EPOCHS} epochs"
+    if n_train < AUTO_SHORT_BELOW:
+        return AUTO_EPOCHS_SMALL, (
+            f"finetune=auto: {n_train} training images (from {AUTO_FINETUNE_MIN_IMAGES}, "
+            f"below {AUTO_SHORT_BELOW}): {layers}, {AUTO_EPOCHS_SMALL} epochs; in the "
+            f"recipe study {AUTO_EPOCHS_SMALL} epochs scored as {DEFAULT_EPOCHS} did on a "
+            "few hundred images, in half the time")
+    return DEFAULT_EPOCHS, (
+        f"finetune=auto: {n_train} training images (at least {AUTO_SHORT_BELOW}): {layers}, "
+        f"{DEFAULT_EPOCHS} epochs; in the recipe study shorter schedules lost accuracy on "
+        "larger data")
 
 
 def choose_input_size(setting: int | None, center_fraction: float, paths: Sequence[Path],
@@ -142,6 +183,8 @@ class ResolvedPlan:
             before ``resolved.json`` existed).
         stages: for ``last``, how many of the backbone's last stages are trained.
         pixel_cache: the pixel cache folder of fine-tuning, or None.
+        epochs: the fine-tuning epochs (0 for the head alone); None when not recorded.
+        recipe: the recipe in words, and why.
     """
 
     data_root: str | None
@@ -149,6 +192,8 @@ class ResolvedPlan:
     finetune: str | None = None
     stages: int = 0
     pixel_cache: str | None = None
+    epochs: int | None = None
+    recipe: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,3 +229,19 @@ class ResolvedPlan:
         if not isinstance(data, dict):
             return cls(data_root=None, input_size=None)
         return cls(data_root=data.get("data_root"), input_size=data.get("input_size"))
+
+
+def resolve_recipe(setting: str, epochs: int | None, n_train: int,
+                   started: ResolvedPlan | None = None) -> tuple[str, int, int, str]:
+    """``(mode, stages, epochs, recipe in words)``: as a resumed run's plan (``started``)
+    recorded them (``finetune=auto`` may resolve otherwise now), else resolved from the
+    settings and the number of training images."""
+    mode, stages = resolve_finetune(setting, n_train)
+    wanted, recipe = resolve_epochs(setting, epochs, n_train)
+    if started is not None and started.finetune is not None:
+        mode, stages = started.finetune, started.stages
+        if started.epochs is not None:
+            wanted, recipe = started.epochs, started.recipe
+        elif mode != "head":  # a run from before epochs were resolved: as its settings say
+            wanted = epochs or DEFAULT_EPOCHS
+    return mode, stages, wanted, recipe

@@ -50,8 +50,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module,
                                                        else torch.tensor(value))
         meta["param_groups"] = opt["param_groups"]
     if scheduler is not None:
-        meta["scheduler"] = {k: v for k, v in scheduler.state_dict().items()
-                             if k != "lr_lambdas"}
+        # lr_lambdas: the schedule's fields (WarmupCosine), which a time budget may change
+        meta["scheduler"] = scheduler.state_dict()
     tensors["rng.torch"] = torch.get_rng_state()
     meta["rng"] = {"numpy": _numpy_state(), "python": _python_state()}
     atomic_write(path, save(tensors, metadata={"skysort": json.dumps(meta)}))

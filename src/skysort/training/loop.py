@@ -8,6 +8,7 @@ resumed run restores.
 
 from __future__ import annotations
 
+import csv
 import math
 import signal
 import sys
@@ -63,6 +64,8 @@ class Stage:
             keeps the best weights in memory only.
         batch_bars: a progress bar per epoch over its batches (with its ETA); else one
             bar over the epochs.
+        before_epoch: called with the progress before every epoch; a true answer ends
+            the stage there (a time budget, :mod:`skysort.training.budget`).
     """
 
     model: nn.Module
@@ -81,18 +84,29 @@ class Stage:
     ema: Any = None
     checkpoint_dir: Path | None = None
     batch_bars: bool = True
+    before_epoch: Callable[[Progress], bool] | None = None
 
 
-def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Linear warm-up to the base rate, then cosine decay to zero."""
+@dataclass
+class WarmupCosine:
+    """The learning-rate factor at a step: a linear warm-up to the base rate, then a
+    cosine decay to zero at ``total_steps``. An object, not a closure, so that a time
+    budget can end the schedule sooner (``total_steps`` is changed) and a checkpoint
+    keeps the change (``LambdaLR.state_dict`` holds the object's fields)."""
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    warmup_steps: int
+    total_steps: int
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
-    return factor
+
+def lr_lambda(warmup_steps: int, total_steps: int) -> WarmupCosine:
+    """Linear warm-up to the base rate, then cosine decay to zero."""
+    return WarmupCosine(warmup_steps, total_steps)
 
 
 class CtrlC:
@@ -145,7 +159,7 @@ def fit(stage: Stage, task: Task, progress: Progress, *, threshold: float = 0.5,
                      desc=f"training {progress.stage}", disable=s.batch_bars, mininterval=1)
     with CtrlC() as ctrl_c:  # a Ctrl-C that a forking worker swallowed still stops
         for epoch in range(progress.epoch, s.epochs):
-            if progress.stale >= s.patience:
+            if progress.stale >= s.patience or (s.before_epoch and s.before_epoch(progress)):
                 break
             start = time.perf_counter()
             s.trainable.train()
@@ -262,3 +276,15 @@ def log_row(writer: Any) -> Callable[[dict[str, Any]], None]:
 
     return log
 
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    """``history.csv``: one row per epoch of both stages."""
+    if not history:
+        return
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)

@@ -12,7 +12,7 @@ directory (:mod:`skysort.rundir`).
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from skysort.data.fits_decode import fit_decode
 from skysort.data.images import MAX_PIXELS
 from skysort.data.sources import LabeledImages, first_occurrences
 from skysort.data.split import read_split_csv, split_by_hash, write_split_csv
-from skysort.data.tables import summarize_issues, write_label_issues
+from skysort.data.tables import summarize_issues, write_bad_files, write_label_issues
 from skysort.device import resolve_device
 from skysort.errors import ConfigError, DataError, RunError
 from skysort.evaluation.calibration import calibrate_model
@@ -44,7 +44,12 @@ from skysort.models.embeddings import (
     embedding_key,
 )
 from skysort.models.model import ModelInfo, SkyModel, save_model
-from skysort.models.plan import ResolvedPlan, choose_input_size, pixel_cache, resolve_finetune
+from skysort.models.plan import (
+    ResolvedPlan,
+    choose_input_size,
+    pixel_cache,
+    resolve_recipe,
+)
 from skysort.rundir import (
     BAD_FILES,
     CONFIG,
@@ -59,9 +64,10 @@ from skysort.rundir import (
     make_run_dir,
 )
 from skysort.tasks import Task, check_balance, make_task
+from skysort.training.budget import Budget
 from skysort.training.checkpoint import read_state
 from skysort.training.distributed import Distributed
-from skysort.training.loop import keep_validated, log_row, trainable_state
+from skysort.training.loop import keep_validated, log_row, trainable_state, write_history
 from skysort.training.stages import finetune_stage, head_stage, seed_everything, unfreeze
 
 
@@ -76,14 +82,6 @@ class TrainResult:
     #: False in every process of a distributed run but the first, which alone saves the
     #: model and evaluates it (``metrics`` is empty in the others).
     main: bool = True
-
-
-def write_bad_files(path: Path, data: LabeledImages, bad: Mapping[int, str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "reason"])
-        for i in sorted(bad):
-            writer.writerow([data.relpath(data.paths[i]), bad[i]])
 
 
 # -- the whole run --------------------------------------------------------------------------
@@ -119,24 +117,27 @@ def train(data: str | Path | LabeledImages | None = None, config: TrainConfig | 
         cfg = (config or TrainConfig()).updated(overrides)
         if data is not None and not isinstance(data, LabeledImages):
             cfg.data = str(data)
+    budget = Budget.of(cfg.time)  # counted from here, the start of the run
     device = resolve_device(cfg.device)
     ddp = Distributed.from_env(device)  # launched by torchrun: one of several processes
     try:
         with ddp.quiet_unless_main():
             return _train(data, cfg, None if resume is None else Path(resume),
-                          ddp.device(device), ddp)
+                          ddp.device(device), ddp, budget)
     finally:
         ddp.close()
 
 
 def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Path | None,
-           device: torch.device, ddp: Distributed) -> TrainResult:
+           device: torch.device, ddp: Distributed, budget: Budget | None) -> TrainResult:
     seed_everything(cfg.seed)
 
     # -- data and the plan resolved from it -----------------------------------------------
     dataset, splits = _setup_data(data, cfg)
     run_dir = _setup_run_dir(cfg, dataset, resume, ddp)
-    mode, stages = resolve_finetune(cfg.finetune, splits.count("train"))
+    mode, stages, epochs, recipe = resolve_recipe(
+        cfg.finetune, cfg.finetune_epochs, splits.count("train"),
+        ResolvedPlan.read(resume) if resume is not None else None)
     input_size = _setup_input_size(cfg, dataset, mode, resume)
     if ddp.main:
         cfg.save(run_dir / CONFIG)  # the settings as given
@@ -145,7 +146,7 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     pixels, features, bad, groups = _setup_embeddings(cfg, dataset, backbone, key, mode,
                                                       splits, device, ddp)
     plan = ResolvedPlan(str(dataset.root), input_size, mode, stages,
-                        str(pixels) if pixels else None)
+                        str(pixels) if pixels else None, epochs, recipe)
     if ddp.main:
         plan.save(run_dir)
     splits, data_warnings = _setup_splits(cfg, dataset, splits, groups, run_dir, resume, ddp)
@@ -176,8 +177,10 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
         # the head stage's validated model, kept should Ctrl-C come before an epoch finishes
         before = trainable_state(model) if not resumable else None
         try:
-            history = finetune_stage(model, backbone.preprocess, task, dataset, part, cfg, device,
-                                     run_dir, log, resumable, history, ddp, pixels).history
+            history = finetune_stage(model, backbone.preprocess, task, dataset, part,
+                                     dataclasses.replace(cfg, finetune_epochs=epochs), device,
+                                     run_dir, log, resumable, history, ddp, pixels,
+                                     budget).history
         except KeyboardInterrupt:
             interrupted = True
             history = keep_validated(model, run_dir, history, before)
@@ -185,14 +188,15 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
         if interrupted:
             raise KeyboardInterrupt
         return TrainResult(run_dir=run_dir, metrics={}, history=history, main=False)
-    _write_history(run_dir / HISTORY, history)
+    write_history(run_dir / HISTORY, history)
     plot_history(history, run_dir / CURVES_PNG)
     if writer is not None:
         writer.close()
 
     info = ModelInfo(task=task, backbone=backbone.name, weights_id=backbone.weights_id,
                      num_features=backbone.num_features, preprocess=backbone.preprocess,
-                     dropout=cfg.dropout, frozen_backbone=mode == "head",
+                     dropout=cfg.dropout,
+                     frozen_backbone=not any(r["stage"] == "finetune" for r in history),
                      id_column=dataset.id_column, target_columns=dataset.target_columns,
                      threshold=cfg.threshold,
                      extra={"balance": cfg.balance, "finetune": cfg.finetune,
@@ -218,6 +222,8 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     plot_scores(metrics, run_dir / METRICS)
     write_report_or_say_why(run_dir)
     print(format_metrics(metrics, title=f"{eval_split} split: {metrics['n']} images"))
+    if budget is not None:
+        print(budget.summary())
     return TrainResult(run_dir=run_dir, metrics=metrics, history=history,
                        bad_files={dataset.relpath(dataset.paths[i]): r for i, r in bad.items()})
 
@@ -325,13 +331,14 @@ def _describe(task: Task, part: Mapping[str, np.ndarray], plan: ResolvedPlan,
     mode, stages = plan.finetune, plan.stages
     what = "head only" if mode == "head" else \
         f"head, then fine-tuning ({'all layers' if mode == 'full' else f'last {stages} stages'}, " \
-        f"{plan.input_size} px, augment={cfg.augment})"
+        f"{plan.epochs} epochs, {plan.input_size} px, augment={cfg.augment})"
     if ddp.enabled and mode != "head":
         what += f"; distributed over {ddp.describe()}, " \
                 f"{len(part['train']) // ddp.world_size} training images each per epoch"
     return (f"task: {task.kind} ({len(task.classes)} "
             f"{'classes' if task.single_label else 'outputs'}); images: train "
-            f"{len(part['train'])}, val {len(part['val'])}, test {len(part['test'])}; {what}")
+            f"{len(part['train'])}, val {len(part['val'])}, test {len(part['test'])}; {what}"
+            f"\nrecipe: {plan.recipe}")
 
 
 def _setup_tensorboard(run_dir: Path) -> Any:
@@ -384,15 +391,3 @@ def _check_trainable(data: LabeledImages, task: Task, part: Mapping[str, np.ndar
             f"{data.root}: the validation split is empty; give a val fraction above 0 "
             "or a val/ folder"
         )
-
-
-def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    if not history:
-        return
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)

@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
 import sys
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,17 @@ from skysort.data.batches import warm_pixel_cache
 from skysort.data.loader import EpochSampler, image_loader
 from skysort.data.sources import LabeledImages
 from skysort.data.transforms import Preprocess, create_transform
-from skysort.device import cpu_count, default_workers, resolve_precision
+from skysort.device import cpu_count, default_workers
 from skysort.errors import DataError
 from skysort.models.model import SkyModel
+from skysort.models.plan import ResolvedPlan, resolve_epochs
 from skysort.rundir import LAST_CHECKPOINT, PLAN, WEIGHTS_DIR
 from skysort.tasks import Task
+from skysort.training.budget import Budget, EpochPlan, epoch_guard, plan_epochs
 from skysort.training.checkpoint import load_checkpoint, read_state
 from skysort.training.distributed import Distributed
 from skysort.training.loop import Progress, Stage, fit, lr_lambda
+from skysort.training.timing import measure_precision, time_step
 
 
 def seed_everything(seed: int) -> None:
@@ -113,39 +116,6 @@ def finetune_optimizer(model: SkyModel, cfg: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=cfg.finetune_lr)
 
 
-def measure_precision(model: SkyModel, task: Task, cfg: TrainConfig, device: torch.device,
-                      loss_fn: Any, size: int) -> tuple[torch.dtype | None, dict[str, float]]:
-    """``precision=auto``: where the processor has native bfloat16, times a few forward
-    and backward passes of the actual model at the actual input size in float32 and in
-    bfloat16 and keeps the faster (bfloat16 is faster for large inputs, slower for small
-    ones on some CPUs). Weights, batch-norm statistics and random generators are left as
-    they were; the gradients are cleared."""
-    native = resolve_precision(cfg.precision, device)
-    if cfg.precision != "auto" or native is None or device.type != "cpu":
-        return native, {}
-    batch = min(8, cfg.finetune_batch_size)
-    images = torch.zeros(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    shape, dtype = ((batch,), np.int64) if task.single_label else \
-        ((batch, task.num_outputs), np.float32)
-    targets = task.target_tensor(np.zeros(shape, dtype=dtype))
-    timings: dict[str, float] = {}
-    was_training = model.training
-    model.eval()  # batch norms must not learn from zeros
-    with torch.random.fork_rng():
-        for name, enabled in (("fp32", False), ("bf16", True)):
-            runs = []
-            for _ in range(3):  # the first warms up
-                start = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-                    loss = loss_fn(model(images).float(), targets)
-                loss.backward()
-                runs.append(time.perf_counter() - start)
-            timings[name] = min(runs[1:]) / batch
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    return (torch.bfloat16 if timings["bf16"] < timings["fp32"] else None), timings
-
-
 @dataclass
 class _Batches:
     """Where fine-tuning's batches come from, and how the cores are shared out."""
@@ -163,7 +133,8 @@ class _Batches:
 def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: LabeledImages,
                    part: Mapping[str, np.ndarray], cfg: TrainConfig, device: torch.device,
                    run_dir: Path, log: Any, resume: bool, head_history: list[dict[str, Any]],
-                   ddp: Distributed, cache: Path | None = None) -> Progress:
+                   ddp: Distributed, cache: Path | None = None,
+                   budget: Budget | None = None) -> Progress:
     """Stage 2: head and unfrozen blocks on augmented images, checkpointed every epoch.
     The returned history holds both stages. In a distributed run each process trains on
     its share of every epoch and gradients are averaged (:mod:`skysort.training.distributed`).
@@ -173,6 +144,10 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
     epochs then read uint8 squares from it in this process, augment whole batches in torch
     (:class:`~skysort.data.augment.BatchAugment`) and give every core this process may
     use to the model: no worker competes with its threads.
+
+    With a time ``budget`` the epochs are planned to end within it
+    (:mod:`skysort.training.budget`); when not one fits, nothing is fine-tuned and the
+    returned history is the head's.
     """
     seed_everything(cfg.seed + 1)  # a resumed run restores the generators' saved state
     targets = data.targets
@@ -183,8 +158,8 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
     model.to(device).to(memory_format=torch.channels_last)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(feed.threads)
-    autocast = _setup_precision(model, task, cfg, device, loss_fn, preprocess.input_size,
-                                run_dir, resume, ddp, feed, cache)
+    autocast, plan = _setup_precision(model, task, cfg, device, loss_fn, preprocess.input_size,
+                                      run_dir, resume, ddp, feed, cache)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         feed.sampler.epoch = epoch
@@ -209,20 +184,60 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
     steps = (len(feed.sampler) // cfg.finetune_batch_size if feed.whole_batches
              else math.ceil(len(feed.sampler) / cfg.finetune_batch_size))
     optimizer = finetune_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.finetune_warmup_epochs * steps, cfg.finetune_epochs * steps))
+    wanted = cfg.finetune_epochs or resolve_epochs(cfg.finetune, None, len(part["train"]))[0]
+    cfg = dataclasses.replace(cfg, finetune_epochs=wanted)
+    schedule = lr_lambda(cfg.finetune_warmup_epochs * steps, wanted * steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     ema = _setup_ema(model, cfg)
     progress = _setup_progress(model, optimizer, scheduler, ema, run_dir, resume, head_history)
+    epochs, guard = wanted, None
+    if budget is not None:
+        epochs = _plan_budget(budget, plan, progress, model, task, loss_fn, cfg, autocast,
+                              preprocess.input_size, len(feed.sampler), part, ddp, wanted)
+        schedule.total_steps = min(schedule.total_steps, epochs * steps)
+        guard = epoch_guard(budget, EpochPlan(**plan["time"]["plan"]), schedule, steps,
+                            wanted, ddp.broadcast)
+    if ddp.main:
+        (run_dir / PLAN).write_text(json.dumps(plan, indent=2), encoding="utf-8")
+    if epochs <= progress.epoch:  # the budget leaves no time for an epoch
+        torch.set_num_threads(previous_threads)
+        return progress
     # Every process validates the whole split and so keeps the same best weights; only
     # the first writes checkpoints.
     stage = Stage(model, ddp.wrap(model), batches, steps, validate, targets[part["val"]],
-                  loss_fn, optimizer, scheduler, epochs=cfg.finetune_epochs,
+                  loss_fn, optimizer, scheduler, epochs=epochs,
                   patience=cfg.finetune_patience, autocast=autocast, ema=ema,
-                  checkpoint_dir=run_dir / WEIGHTS_DIR if ddp.main else None)
+                  checkpoint_dir=run_dir / WEIGHTS_DIR if ddp.main else None,
+                  before_epoch=guard)
     try:
         return fit(stage, task, progress, threshold=cfg.threshold, log=log)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _plan_budget(budget: Budget, plan: dict[str, Any], progress: Progress, model: SkyModel,
+                 task: Task, loss_fn: Any, cfg: TrainConfig, autocast: torch.dtype | None,
+                 size: int, n_train: int, part: Mapping[str, np.ndarray], ddp: Distributed,
+                 wanted: int) -> int:
+    """The epoch fine-tuning ends after within ``budget``; the plan and its reasons are
+    added to ``plan`` (``finetune_plan.json``) and said. A resumed run first counts what
+    its earlier start spent: the time before fine-tuning and its finished epochs."""
+    done = [r["time_s"] for r in progress.history if r["stage"] == "finetune"]
+    earlier = plan.get("time", {})
+    if progress.epoch and "before_finetune_s" in earlier:
+        budget.spent_before(earlier["before_finetune_s"] + sum(done))
+    step_s = plan["seconds_per_image"].get("bf16" if autocast is not None else "fp32") or \
+        time_step(model, task, loss_fn, size, min(16, cfg.finetune_batch_size), autocast)
+    epoch_plan = ddp.broadcast(plan_epochs(
+        budget, wanted, progress.epoch, step_s, n_train, len(part["val"]),
+        len(part["val"]) + len(part["test"])))
+    print(epoch_plan.why, file=sys.stderr)
+    if epoch_plan.epochs < wanted:
+        budget.notes.append(epoch_plan.why.split(": ", 1)[1])
+    plan["time"] = {"setting": budget.setting, "seconds": budget.seconds,
+                    "before_finetune_s": earlier.get("before_finetune_s", budget.elapsed()),
+                    "step_s_per_image": step_s, "plan": asdict(epoch_plan)}
+    return epoch_plan.epochs
 
 
 def _setup_batches(preprocess: Preprocess, task: Task, data: LabeledImages,
@@ -263,28 +278,28 @@ def _setup_batches(preprocess: Preprocess, task: Task, data: LabeledImages,
 
 def _setup_precision(model: SkyModel, task: Task, cfg: TrainConfig, device: torch.device,
                      loss_fn: Any, size: int, run_dir: Path, resume: bool, ddp: Distributed,
-                     feed: _Batches, cache: Path | None) -> torch.dtype | None:
+                     feed: _Batches, cache: Path | None
+                     ) -> tuple[torch.dtype | None, dict[str, Any]]:
     """The autocast dtype: the one a resumed run started with, else measured
-    (:func:`measure_precision`) and written with the share of the cores to
-    ``finetune_plan.json``; says both on stderr."""
+    (:func:`~skysort.training.timing.measure_precision`); and the plan to write to
+    ``finetune_plan.json`` with it and the share of the cores; says both on stderr."""
     plan = read_plan(run_dir) if resume else {}
     if "precision" in plan:  # a resumed run keeps the precision it started with
         autocast = torch.bfloat16 if plan["precision"] == "bf16" else None
+        plan.setdefault("seconds_per_image", {})
     else:
-        autocast, timings = measure_precision(model, task, cfg, device, loss_fn, size)
+        autocast, timings, why = measure_precision(model, task, cfg, device, loss_fn, size)
         autocast = ddp.broadcast(autocast)
         plan = {"cores": feed.cores, "threads": feed.threads, "workers": feed.workers,
                 "pixel_cache": str(cache) if cache else None,
                 "precision": "bf16" if autocast is not None else "fp32",
-                "seconds_per_image": timings}
-        if ddp.main:
-            (run_dir / PLAN).write_text(json.dumps(plan, indent=2), encoding="utf-8")
+                "precision_why": why, "seconds_per_image": timings,
+                "recipe": ResolvedPlan.read(run_dir).recipe}
     print(f"{feed.cores} core(s): {feed.threads} training thread(s), "
           + (f"{feed.workers} decoding worker(s)" if feed.workers
              else "decoding from the pixel cache" if cache else "decoding in this process")
-          + f"; {plan['precision']}" + (" (measured faster)" if plan.get("seconds_per_image")
-                                        else ""), file=sys.stderr)
-    return autocast
+          + f"; {plan.get('precision_why', plan['precision'])}", file=sys.stderr)
+    return autocast, plan
 
 
 def _setup_ema(model: SkyModel, cfg: TrainConfig) -> Any:
