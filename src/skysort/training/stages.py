@@ -203,9 +203,10 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
         torch.set_num_threads(previous_threads)
         return progress
     # Every process validates the whole split and so keeps the same best weights; only
-    # the first writes checkpoints.
+    # the first writes checkpoints. With a budget its guard ends the stage (it may
+    # lengthen the schedule up to the settings' epochs).
     stage = Stage(model, ddp.wrap(model), batches, steps, validate, targets[part["val"]],
-                  loss_fn, optimizer, scheduler, epochs=epochs,
+                  loss_fn, optimizer, scheduler, epochs=wanted if guard else epochs,
                   patience=cfg.finetune_patience, autocast=autocast, ema=ema,
                   checkpoint_dir=run_dir / WEIGHTS_DIR if ddp.main else None,
                   before_epoch=guard)
