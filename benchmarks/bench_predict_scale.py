@@ -448,9 +448,9 @@ def end_to_end(kinds: dict[str, dict[str, object]], work: Path, repeats: int, bf
         plans[kind] = [("onnx", "onnx", "auto", False)]
         k["passing"] = [REF]
         n = check["images"]
-        print(f"{kind}: engine check on {n['validation']} validation + {n['training']} "
-              f"training images, ONNX Runtime f32 {check['onnxruntime_images_per_s']} "
-              "images/s (1 thread):")
+        print(f"{kind}: engine check on {n['validation']} validation + {n.get('test', 0)} "
+              f"test + {n['training']} training images, ONNX Runtime f32 "
+              f"{check['onnxruntime_images_per_s']} images/s (1 thread):")
         for p in wanted:
             engine, model, note = choose(run, part["info"], part["onnx"], part["source"], p,
                                          default_engine=False)

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,18 @@ CLASSES = ("red", "green", "blue")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, Path]]:
+    """A run, its data and a pool; the embedding pass runs ONNX Runtime f32, as predict
+    does (on a CPU with native bf16 it would take OpenVINO bf16, whose probabilities
+    differ from predict's in the last digits, and these tests compare them to 2e-4)."""
+    from skysort.models import openvino
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(openvino, "available", lambda: False)
+        yield _trained(tmp_path_factory)
+
+
+def _trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("suggest")
     data = write_color_folders(root / "data", per_class=8, size=32, classes=CLASSES)
     # a noisier pool: some patches sit between two colours

@@ -5,6 +5,7 @@ made that way is the one :func:`~skysort.inspection.fingerprints.fingerprint` ma
 from __future__ import annotations
 
 import collections
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,16 +85,19 @@ def _write(folder: Path) -> list[Path]:
     return sorted(folder.iterdir())
 
 
+@pytest.mark.parametrize("input_size", [224, 32])
 def test_a_fingerprint_made_while_decoding_for_embeddings_is_fingerprint_of_the_file(
-        tmp_path: Path, decodes: collections.Counter[str]) -> None:
+        tmp_path: Path, decodes: collections.Counter[str], input_size: int) -> None:
     paths = _write(tmp_path / "images")
     cache = tmp_path / "cache"
-    pre = FingerprintingPreprocess.of(Preprocess(input_size=32), cache)
+    pre = FingerprintingPreprocess.of(Preprocess(input_size=input_size), cache)
     crops, good, bad = decode_chunk(create_transform(pre), paths)
     assert not bad and crops is not None and len(good) == len(paths)
     assert not pre.made  # written to the cache, not kept
-    reduced = {"big.jpg"}  # the embedding's decode is a draft: its fingerprint decodes whole
-    assert decodes == {f"images/{p.name}": 1 + (p.name in reduced) for p in paths}
+    # A 224 px model reads the 720 x 1080 JPEG at half scale, as its fingerprint does: one
+    # decode; a 32 px model reads it at an eighth, and the fingerprint decodes it again.
+    twice = {"big.jpg"} if input_size == 32 else set()
+    assert decodes == {f"images/{p.name}": 1 + (p.name in twice) for p in paths}
     store = FingerprintCache(cache)
     try:
         found = store.get_many([file_digest(p) for p in paths])
@@ -104,6 +108,34 @@ def test_a_fingerprint_made_while_decoding_for_embeddings_is_fingerprint_of_the_
         made = found[file_digest(path)]
         assert made[0] == info, path.name
         assert made[1] == phash.tobytes() and made[2] == thumb.tobytes(), path.name
+    # the large JPEG's pixels are those of Pillow's half-scale decode, not the whole file's
+    with Image.open(tmp_path / "images" / "big.jpg") as img:
+        img.draft("RGB", (256, 256))
+        half = np.asarray(img.convert("RGB"))
+    assert half.shape == (360, 540, 3)
+    expected = hashlib.sha256(f"{half.shape}".encode())
+    expected.update(half.tobytes())
+    assert found[file_digest(tmp_path / "images" / "big.jpg")][0]["pixels"] == \
+        expected.hexdigest()
+
+
+def test_a_cold_train_on_large_jpegs_decodes_each_once(
+        tmp_path: Path, decodes: collections.Counter[str]) -> None:
+    """Large photographs: the model's reduced-scale read is the fingerprint's too."""
+    rng = np.random.default_rng(1)
+    names = []
+    for label, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(5):
+            small = rng.normal(colour, 40, (40, 60, 3)).clip(0, 255).astype(np.uint8)
+            big = np.kron(small, np.ones((16, 16, 1), dtype=np.uint8))  # 640 x 960
+            Image.fromarray(big).save(tmp_path / "data" / label / f"{i}.jpg", quality=90)
+            names.append(f"{label}/{i}.jpg")
+    settings = {"workers": 0, "cache_dir": str(tmp_path / "cache")}
+    skysort.train(tmp_path / "data", project=str(tmp_path / "runs"), finetune="head",
+                  epochs=2, **settings)
+    assert sorted(decodes) == sorted(names)
+    assert set(decodes.values()) == {1}, decodes
 
 
 def test_worker_processes_put_their_fingerprints_into_the_cache(tmp_path: Path) -> None:

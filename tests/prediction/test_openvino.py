@@ -16,6 +16,7 @@ from skysort.data.transforms import create_transform
 from skysort.errors import ConfigError
 from skysort.models.export import onnx_with_source, run_digest
 from skysort.models.info import read_model_info
+from skysort.models.openvino import OpenVinoModule
 from skysort.prediction import engine_check
 from skysort.prediction.predictor import Predictor
 from skysort.tasks import FractionsTask, MultiLabelTask
@@ -25,15 +26,16 @@ ov = pytest.importorskip("openvino")
 pytestmark = pytest.mark.slow
 
 
-def _check_images(run: Path) -> tuple[np.ndarray, int]:
-    """The run's validation images, then its training images, as the check reads them."""
+def _check_images(run: Path) -> tuple[np.ndarray, int, int]:
+    """The run's validation images, then its test and training images, as the check reads
+    them; and how many are validation and test images."""
     info = read_model_info(run)
     rows = read_split_csv(run / "split.csv")
     root = Path(json.loads((run / "resolved.json").read_text())["data_root"])
-    val = [root / r["path"] for r in rows if r["split"] == "val"]
-    train = [root / r["path"] for r in rows if r["split"] == "train"]
+    val, test, train = ([root / r["path"] for r in rows if r["split"] == split]
+                        for split in ("val", "test", "train"))
     transform = create_transform(info.preprocess)
-    return np.stack([transform(p) for p in val + train]), len(val)
+    return np.stack([transform(p) for p in val + test + train]), len(val), len(test)
 
 
 def _raw_openvino(path: Path, images: np.ndarray) -> np.ndarray:
@@ -66,9 +68,14 @@ def test_openvino_f32_gives_onnx_runtime_outputs_and_records_its_check(colour_ru
     assert np.abs(got - expected).max() <= 1e-4
 
     record = json.loads((run_dir / "engine_check.json").read_text())
-    images, n_val = _check_images(run_dir)
+    images, n_val, n_test = _check_images(run_dir)
+    assert n_val and n_test
     assert record["source"] == run_digest(run_dir)
-    assert record["images"] == {"validation": n_val, "training": len(images) - n_val}
+    assert record["images"] == {"validation": n_val, "test": n_test,
+                                "training": len(images) - n_val - n_test}
+    # the threads of a worker's model are not pinned to cores (pinned, the workers'
+    # single threads shared core 0 and ran at half speed each)
+    assert OpenVinoModule(onnx, threads=1).compiled.get_property("ENABLE_CPU_PINNING") is False
     f32 = record["candidates"]["f32"]
     assert f32["accepted"] and f32["top1_agreement"] == 1.0
     assert f32["speedup"] == pytest.approx(f32["images_per_s"]
@@ -103,7 +110,7 @@ def test_int8_calibrated_on_blank_images_is_refused_with_its_numbers(colour_run:
     assert not entry["accepted"] and "top-1 agreement" in entry["why"]
     # the recorded agreement is what the int8 model gives, computed here with OpenVINO
     # and ONNX Runtime themselves
-    images, _ = _check_images(run_dir)
+    images, _, _ = _check_images(run_dir)
     agree = np.mean(_raw_openvino(ir, images).argmax(1)
                     == _raw_onnxruntime(onnx, images).argmax(1))
     assert entry["top1_agreement"] == pytest.approx(agree, abs=1e-9)

@@ -2,7 +2,8 @@
 
 What :mod:`skysort.inspection.fingerprints` says of each file (header facts, a SHA-256 of
 its decoded pixels, perceptual hashes of its eight rotations and flips, a grey thumbnail,
-its grey mean and spread) is computed here from pixels already decoded, by
+its grey mean and spread) is computed here from pixels already decoded (a JPEG of at least
+512 px on its shorter side at a reduced scale, :func:`load_fingerprinted`), by
 :func:`fingerprint_image`, so that whoever decodes a file anyway can fingerprint it too:
 the embedding pass does, through :class:`FingerprintingPreprocess`, in its worker
 processes, and inspection's copies check then finds every fingerprint in the cache and
@@ -28,6 +29,7 @@ from skysort.data.fits import FITS_EXTENSIONS
 from skysort.data.images import (
     describe_image,
     file_digest,
+    image_size,
     image_suffix,
     load_image,
     read_or_reason,
@@ -35,7 +37,10 @@ from skysort.data.images import (
 from skysort.data.transforms import EvalTransform, Preprocess
 
 #: Bumped when a fingerprint's content changes, to retire old cache entries.
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
+#: A JPEG is fingerprinted at the reduced scale that keeps both sides at least this long
+#: (a 224 px model reads it so): its hashes and thumbnail need 64 px.
+FINGERPRINT_SIDE = 256
 #: Side of the grey thumbnail kept per image.
 THUMB = 32
 
@@ -43,6 +48,14 @@ THUMB = 32
 Fingerprint = tuple[dict[str, object], np.ndarray, np.ndarray]
 #: A cached fingerprint: (info, hashes as bytes, thumbnail as bytes).
 Entry = tuple[dict[str, object], bytes, bytes]
+
+
+def load_fingerprinted(path: str | Path) -> Image.Image:
+    """The pixels a fingerprint is made of: the file as
+    :func:`~skysort.data.images.load_image` decodes it, a JPEG larger than twice
+    :data:`FINGERPRINT_SIDE` at the reduced scale Pillow's draft mode gives for it
+    (what a model at 224 px reads of it, so a large photograph is decoded once for both)."""
+    return load_image(path, min_size=FINGERPRINT_SIDE)
 
 
 def dihedral(image: np.ndarray, axes: tuple[int, int] = (0, 1)) -> list[np.ndarray]:
@@ -63,8 +76,8 @@ def _phash(grey: np.ndarray) -> int:
 
 def fingerprint_image(path: Path, image: Image.Image, header: dict[str, object] | None
                       ) -> Fingerprint:
-    """The fingerprint of the file ``path`` from its pixels ``image`` (8-bit RGB, whole, as
-    :func:`~skysort.data.images.load_image` decodes it) and ``header``, what
+    """The fingerprint of the file ``path`` from its pixels ``image`` (8-bit RGB, as
+    :func:`load_fingerprinted` decodes it) and ``header``, what
     :func:`~skysort.data.images.describe_image` reads of it (None where it cannot)."""
     info = header
     if info is None:  # read by skysort's fallbacks (a float TIFF) but not by its header
@@ -86,20 +99,21 @@ def fingerprint_image(path: Path, image: Image.Image, header: dict[str, object] 
 
 def fingerprint_decoded(path: Path, decoded: Image.Image | np.ndarray) -> Entry:
     """The fingerprint of ``path``, made from ``decoded`` (what a model's preprocessing
-    decoded of it) when that is the whole image :func:`~skysort.data.images.load_image`
-    gives; else (a large JPEG decoded at a reduced scale, a FITS file decoded as a model
-    takes it) from the file decoded again whole. Raises like ``load_image``."""
+    decoded of it) when that is the image :func:`load_fingerprinted` gives (always, but
+    for a large JPEG a model reads at another reduced scale than the fingerprint's, or a
+    FITS file decoded as a model takes it); else from the file decoded again. Raises like
+    :func:`~skysort.data.images.load_image`."""
     header, _ = read_or_reason(describe_image, path)
     image = None
     if isinstance(decoded, Image.Image) and decoded.mode == "RGB" and \
             image_suffix(path) not in FITS_EXTENSIONS:
-        # A JPEG decoded at a reduced scale is at most half the header's size; an EXIF
+        # Compared with the size the fingerprint's own decode would have; an EXIF
         # orientation may have swapped the sides.
-        sides = None if header is None else (header["width"], header["height"])
+        sides, _ = read_or_reason(partial(image_size, min_size=FINGERPRINT_SIDE), path)
         if sides is None or decoded.size in (sides, sides[::-1]):
             image = decoded
     if image is None:
-        image = load_image(path)
+        image = load_fingerprinted(path)
     info, hashes, thumb = fingerprint_image(path, image, header)
     return info, hashes.tobytes(), thumb.tobytes()
 

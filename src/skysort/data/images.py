@@ -151,14 +151,18 @@ def read_or_reason(read: Callable[[Path], T], path: str | Path) -> tuple[T | Non
         return None, f"cannot read file ({exc.strerror or exc})"
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
+def image_size(path: str | Path, min_size: int | None = None) -> tuple[int, int]:
     """``(width, height)`` of an image file, without decoding its pixels where the format
-    allows (FITS files are read whole); raises :class:`ImageError` like :func:`load_image`."""
+    allows (FITS files are read whole); with ``min_size``, the size (before an EXIF turn)
+    :func:`load_image` decodes it to with that ``min_size``: a JPEG large enough for a
+    reduced scale is smaller. Raises :class:`ImageError` like :func:`load_image`."""
     path = Path(path)
     if image_suffix(path) in FITS_EXTENSIONS:
         return load_image(path).size
     try:
         with Image.open(path) as img:
+            if min_size and img.format == "JPEG" and not _deep_colour(img):
+                img.draft("RGB", (min_size, min_size))
             return img.size
     except UnidentifiedImageError as exc:
         raise ImageError(f"{path}: not an image Pillow can identify") from exc

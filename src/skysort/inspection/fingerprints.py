@@ -5,7 +5,11 @@ A *fingerprint* of a file holds
 
 * what the file says of itself (format, mode, bits per sample, width, height);
 * a SHA-256 of its decoded 8-bit RGB pixels, so two files with the same pixels are exact
-  duplicates even when their bytes differ (a PNG saved again, other metadata);
+  duplicates even when their bytes differ (a PNG saved again, other metadata); a JPEG
+  of at least 512 px on its shorter side is decoded at the reduced scale a 224 px model
+  reads, so that a large photograph is decoded once for its embedding and its
+  fingerprint: two such JPEGs with the same pixels at that scale are exact copies, and a
+  PNG of a large JPEG's pixels is found as a near copy;
 * perceptual hashes (``imagehash.phash``) of its eight rotations and flips by multiples
   of 90 degrees, so a copy turned or mirrored is still found;
 * a 32 x 32 grey thumbnail, whose fine structure confirms a near-duplicate;
@@ -37,9 +41,10 @@ from skysort.data.fingerprinting import (
     Fingerprint,
     FingerprintCache,
     fingerprint_image,
+    load_fingerprinted,
 )
 from skysort.data.fingerprinting import dihedral as dihedral  # re-exported
-from skysort.data.images import describe_image, load_image, read_or_reason
+from skysort.data.images import describe_image, read_or_reason
 from skysort.device import default_workers
 
 
@@ -67,7 +72,7 @@ def fingerprint(path: Path) -> Fingerprint:
     """One file's fingerprint: ``(info, 8 perceptual hashes, 32 x 32 thumbnail)``, decoded
     here (:func:`~skysort.data.fingerprinting.fingerprint_image`, as the embedding pass
     makes it); raises :class:`~skysort.errors.ImageError` for a file that cannot be read."""
-    image = load_image(path)
+    image = load_fingerprinted(path)
     header, _ = read_or_reason(describe_image, path)
     return fingerprint_image(path, image, header)
 
