@@ -176,7 +176,7 @@ def test_cross_validation_and_grid_search_match_folds_fitted_by_hand(colors: tup
     # the grid on the same folds: its second candidate has est's settings, so its mean
     # score is that of the folds fitted by hand above
     grid = GridSearchCV(clone(est).set_params(project=str(tmp_path / "grid")),
-                        {"lr": [1e-3, 1e-2], "label_smoothing": [0.0]}, cv=cv)
+                        {"lr": [1e-3, 1e-2], "label_smoothing": [None]}, cv=cv)
     grid.fit(paths, labels)
     params = grid.cv_results_["params"][1]
     assert clone(est).set_params(**params).get_params() == est.get_params()

@@ -79,7 +79,7 @@ class _ImageEstimator(BaseEstimator):
                  epochs: int = _DEFAULTS.epochs, batch_size: int = _DEFAULTS.batch_size,
                  lr: float = _DEFAULTS.lr, weight_decay: float = _DEFAULTS.weight_decay,
                  warmup_epochs: int = _DEFAULTS.warmup_epochs,
-                 label_smoothing: float = _DEFAULTS.label_smoothing,
+                 label_smoothing: float | None = _DEFAULTS.label_smoothing,
                  balance: str = _DEFAULTS.balance, patience: int = _DEFAULTS.patience,
                  augment: str = _DEFAULTS.augment,
                  finetune_epochs: int | None = _DEFAULTS.finetune_epochs,

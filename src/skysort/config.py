@@ -73,7 +73,7 @@ class TrainConfig(DataSpec):
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup_epochs: int = 3
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None  # None: the recipe's (finetune=auto)
     balance: str = "weights"
     patience: int = 20
     # stage 2: fine-tuning on augmented images
@@ -137,7 +137,7 @@ class TrainConfig(DataSpec):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1")
         for key in ("lr", "weight_decay", "label_smoothing", "dropout"):
-            if getattr(self, key) < 0:
+            if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise ConfigError(f"{key}={getattr(self, key)}: must not be negative")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout={self.dropout}: must lie in [0, 1)")

@@ -18,6 +18,7 @@ from skysort.models.plan import (
     AUTO_EPOCHS_SMALL,
     AUTO_FINETUNE,
     AUTO_FINETUNE_MIN_IMAGES,
+    AUTO_LABEL_SMOOTHING,
     AUTO_SHORT_BELOW,
     DEFAULT_EPOCHS,
     ResolvedPlan,
@@ -123,10 +124,28 @@ def test_a_run_from_before_the_plan_is_read_from_its_config(tmp_path: Path) -> N
 def test_a_resumed_run_keeps_the_recipe_it_started_with() -> None:
     started = ResolvedPlan("d", 96, "full", 0, None, 9, "finetune=auto: all layers, 9 epochs")
     assert resolve_recipe("auto", None, 500, started) == \
-        ("full", 0, 9, "finetune=auto: all layers, 9 epochs")
+        ("full", 0, 9, "finetune=auto: all layers, 9 epochs", 0.0)  # no smoothing then
+    smoothed = ResolvedPlan("d", 96, "full", 0, None, 7, "7 epochs", label_smoothing=0.1)
+    assert resolve_recipe("auto", None, 5000, smoothed)[2:] == (7, "7 epochs", 0.1)
     # a run written before epochs were resolved: its settings' epochs, or the old default
     older = ResolvedPlan("d", 96, "full")
     assert resolve_recipe("auto", 12, 500, older)[:3] == ("full", 0, 12)
     assert resolve_recipe("auto", None, 500, older)[:3] == ("full", 0, DEFAULT_EPOCHS)
     # a new run resolves from the data
     assert resolve_recipe("auto", None, 300)[:3] == (*AUTO_FINETUNE, AUTO_EPOCHS_SMALL)
+
+
+def test_the_short_recipe_smooths_labels_and_nothing_else_does() -> None:
+    short = resolve_recipe("auto", None, AUTO_SHORT_BELOW - 1)
+    assert short[:3] == (*AUTO_FINETUNE, AUTO_EPOCHS_SMALL)
+    assert short[4] == AUTO_LABEL_SMOOTHING == 0.1
+    assert f"label smoothing {AUTO_LABEL_SMOOTHING}" in short[3]
+    # larger data, the head alone, epochs or a mode set by hand: none
+    for args in (("auto", None, AUTO_SHORT_BELOW), ("auto", None, AUTO_FINETUNE_MIN_IMAGES - 1),
+                 ("auto", 5, 300), ("full", None, 300), ("last:2", None, 300)):
+        resolved = resolve_recipe(*args)  # type: ignore[arg-type]
+        assert resolved[4] == 0.0 and "label smoothing" not in resolved[3], args
+    # a value set by hand is kept, and the recipe's words do not claim the recipe's
+    assert resolve_recipe("auto", None, 300, None, 0.0)[4] == 0.0
+    assert "label smoothing" not in resolve_recipe("auto", None, 300, None, 0.0)[3]
+    assert resolve_recipe("full", None, 300, None, 0.2)[4] == 0.2

@@ -145,3 +145,33 @@ def test_runs_from_before_the_resolved_plan_still_evaluate_report_and_resume(
         (str(data), 64, "head", 0)  # the size kept
     assert json.loads((run / "model.json").read_text())["preprocess"]["input_size"] == 64
     assert resumed.metrics["n"] == new["n"]
+
+
+@pytest.mark.slow
+def test_the_short_default_recipe_trains_with_label_smoothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """finetune=auto on few images: both stages' losses get the recipe's label smoothing,
+    resolved.json records it and config.yaml keeps the setting as given (unset)."""
+    from skysort.models import plan
+    from skysort.tasks.multiclass import MulticlassTask
+
+    monkeypatch.setattr(plan, "AUTO_FINETUNE_MIN_IMAGES", 10)  # a small set fine-tunes
+    monkeypatch.setattr(plan, "AUTO_EPOCHS_SMALL", 1)
+    given: list[float] = []
+    loss_fn = MulticlassTask.loss_fn
+
+    def recorded(self: MulticlassTask, targets: np.ndarray, balance: str,
+                 label_smoothing: float = 0.0) -> object:
+        given.append(label_smoothing)
+        return loss_fn(self, targets, balance, label_smoothing)
+
+    monkeypatch.setattr(MulticlassTask, "loss_fn", recorded)
+    data = write_color_folders(tmp_path / "data", per_class=8, size=32,
+                               classes=("red", "green", "blue"))
+    result = train(data, TrainConfig(project=str(tmp_path / "runs"), epochs=2, input_size=32,
+                                     cache_dir=str(tmp_path / "cache")))
+    assert [r["stage"] for r in result.history].count("finetune") == 1
+    assert given == [0.1, 0.1]  # the head's loss, then fine-tuning's
+    resolved = json.loads((result.run_dir / "resolved.json").read_text())
+    assert resolved["label_smoothing"] == 0.1 and "label smoothing 0.1" in resolved["recipe"]
+    assert TrainConfig.from_yaml(result.run_dir / "config.yaml").label_smoothing is None

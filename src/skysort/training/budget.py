@@ -5,11 +5,12 @@ from start to end: reading the data, the embedding pass, the head, fine-tuning, 
 what follows it (calibration, the test split, the report). Only fine-tuning's length
 can give: before its first epoch the run plans how many epochs fit (from a measured
 training step and the images per epoch) and sets its learning-rate schedule to end
-there; after each epoch it measures again, shortens the schedule if epochs are slower
-than planned, and stops before an epoch that would not end in time, so every epoch it
-runs ends cleanly and the best one is kept. When not even one epoch fits, the head alone
-is trained and the run says why. A resumed run (``--resume``) has what was left of the
-budget when it stopped.
+there; after each epoch it measures again and moves the schedule's end to where the
+budget now puts it (earlier when epochs ran slower than planned; later, up to the
+epochs asked for, when they ran faster), and stops before an epoch that would not end
+in time, so every epoch it runs ends cleanly and the best one is kept. When not even
+one epoch fits, the head alone is trained and the run says why. A resumed run
+(``--resume``) has what was left of the budget when it stopped.
 """
 
 from __future__ import annotations

@@ -135,18 +135,19 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     # -- data and the plan resolved from it -----------------------------------------------
     dataset, splits = _setup_data(data, cfg)
     run_dir = _setup_run_dir(cfg, dataset, resume, ddp)
-    mode, stages, epochs, recipe = resolve_recipe(
+    mode, stages, epochs, recipe, smoothing = resolve_recipe(
         cfg.finetune, cfg.finetune_epochs, splits.count("train"),
-        ResolvedPlan.read(resume) if resume is not None else None)
+        ResolvedPlan.read(resume) if resume is not None else None, cfg.label_smoothing)
     input_size = _setup_input_size(cfg, dataset, mode, resume)
     if ddp.main:
         cfg.save(run_dir / CONFIG)  # the settings as given
+    cfg = dataclasses.replace(cfg, label_smoothing=smoothing)
     backbone = _setup_backbone(cfg, dataset, splits, input_size)
     key = embedding_key(backbone.name, backbone.weights_id, backbone.preprocess)
     pixels, features, bad, groups = _setup_embeddings(cfg, dataset, backbone, key, mode,
                                                       splits, device, ddp)
     plan = ResolvedPlan(str(dataset.root), input_size, mode, stages,
-                        str(pixels) if pixels else None, epochs, recipe)
+                        str(pixels) if pixels else None, epochs, recipe, smoothing)
     if ddp.main:
         plan.save(run_dir)
     splits, data_warnings = _setup_splits(cfg, dataset, splits, groups, run_dir, resume, ddp)

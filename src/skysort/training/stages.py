@@ -54,7 +54,7 @@ def head_stage(model: SkyModel, task: Task, features: np.ndarray, targets: np.nd
     x_val = torch.from_numpy(features[part["val"]])
     train_targets = targets[part["train"]]
     y_val = task.target_tensor(targets[part["val"]])
-    loss_fn = task.loss_fn(train_targets, cfg.balance, cfg.label_smoothing)
+    loss_fn = task.loss_fn(train_targets, cfg.balance, cfg.label_smoothing or 0.0)
     weights = task.sample_weights(train_targets) if cfg.balance == "sampler" else None
     sampler = EpochSampler(len(part["train"]), cfg.seed, weights)
     steps = math.ceil(len(part["train"]) / cfg.batch_size)
@@ -154,7 +154,7 @@ def finetune_stage(model: SkyModel, preprocess: Preprocess, task: Task, data: La
     train_targets = targets[part["train"]]
     feed = _setup_batches(preprocess, task, data, part, cfg, ddp, cache)
     y_val = task.target_tensor(targets[part["val"]]).to(device)
-    loss_fn = task.loss_fn(train_targets, cfg.balance, cfg.label_smoothing)
+    loss_fn = task.loss_fn(train_targets, cfg.balance, cfg.label_smoothing or 0.0)
     model.to(device).to(memory_format=torch.channels_last)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(feed.threads)
