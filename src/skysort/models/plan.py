@@ -74,11 +74,12 @@ def resolve_finetune(setting: str, n_train: int) -> tuple[str, int]:
     return mode, stages
 
 
-def resolve_epochs(setting: str, epochs: int | None, n_train: int) -> tuple[int, str]:
+def resolve_epochs(setting: str, epochs: int | None, n_train: int,
+                   smoothed: float = 0.0) -> tuple[int, str]:
     """The fine-tuning epochs, and the recipe in words: ``finetune_epochs`` when set, else
     for ``finetune=auto`` :data:`AUTO_EPOCHS_SMALL` below :data:`AUTO_SHORT_BELOW`
     training images and :data:`DEFAULT_EPOCHS` from there on (always for a ``finetune``
-    given by hand)."""
+    given by hand); ``smoothed``: the label smoothing the short recipe chose, said."""
     mode, stages = resolve_finetune(setting, n_train)
     if mode == "head":
         return 0, (f"finetune={setting}: the head alone"
@@ -92,7 +93,8 @@ def resolve_epochs(setting: str, epochs: int | None, n_train: int) -> tuple[int,
     if n_train < AUTO_SHORT_BELOW:
         return AUTO_EPOCHS_SMALL, (
             f"finetune=auto: {n_train} training images (from {AUTO_FINETUNE_MIN_IMAGES}, "
-            f"below {AUTO_SHORT_BELOW}): {layers}, {AUTO_EPOCHS_SMALL} epochs; in the "
+            f"below {AUTO_SHORT_BELOW}): {layers}, {AUTO_EPOCHS_SMALL} epochs"
+            + (f" with label smoothing {smoothed} for classes" if smoothed else "") + "; in the "
             f"recipe study this scored as {DEFAULT_EPOCHS} epochs did on 280 to 840 training "
             "images, in under 60% of the time")
     return DEFAULT_EPOCHS, (
@@ -248,13 +250,11 @@ def resolve_recipe(setting: str, epochs: int | None, n_train: int,
     ``smoothing`` when set, else :data:`AUTO_LABEL_SMOOTHING` for the short recipe of
     ``finetune=auto`` and 0 otherwise."""
     mode, stages = resolve_finetune(setting, n_train)
-    wanted, recipe = resolve_epochs(setting, epochs, n_train)
     short = setting == "auto" and epochs is None and mode != "head" and \
         n_train < AUTO_SHORT_BELOW
     chosen = AUTO_LABEL_SMOOTHING if smoothing is None and short else smoothing or 0.0
-    if smoothing is None and short:
-        recipe = recipe.replace(f"{AUTO_EPOCHS_SMALL} epochs;", f"{AUTO_EPOCHS_SMALL} epochs "
-                                f"with label smoothing {AUTO_LABEL_SMOOTHING} for classes;", 1)
+    wanted, recipe = resolve_epochs(setting, epochs, n_train,
+                                    chosen if smoothing is None else 0.0)
     if started is not None and started.finetune is not None:
         mode, stages = started.finetune, started.stages
         if started.epochs is not None:
