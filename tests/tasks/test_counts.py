@@ -105,6 +105,23 @@ def test_intervals_of_the_true_distribution_cover_90_percent(votes: tuple[int, i
     assert ((tight >= 0.05) & (tight <= 0.95)).mean() < (0.85 if votes[0] >= 10 else 0.9)
 
 
+def test_interval_ends_are_scipys_beta_binomial_quantiles() -> None:
+    """The closed interval's ends, summed over whole counts for all galaxies at once, are
+    scipy's own quantiles of each entry's Beta-binomial (solved one by one)."""
+    rng = np.random.default_rng(8)
+    alpha = np.exp(rng.normal(0, 1.5, size=(400, 5)))  # sharp and flat, 0.05 to 20
+    counts = _draw(alpha, rng.integers(0, 60, size=400), rng)
+    n = np.concatenate([counts[:, g].sum(axis=1, keepdims=True).repeat(len(g), axis=1)
+                        for g in GROUPS], axis=1)
+    rest = np.concatenate([alpha[:, g].sum(axis=1, keepdims=True) - alpha[:, g]
+                           for g in GROUPS], axis=1)
+    lo = stats.betabinom.ppf(0.05, n, alpha, rest)
+    hi = stats.betabinom.ppf(0.95, n, alpha, rest)
+    expected = np.where(n > 0, ((counts >= lo) & (counts <= hi)).astype(float), np.nan)
+    assert (n == 0).any() and 0.5 < np.nanmean(expected) < 1  # none votes, and misses
+    np.testing.assert_array_equal(count_interval_hits(alpha, counts, GROUPS), expected)
+
+
 def test_the_baseline_recovers_one_dirichlet_from_its_counts() -> None:
     rng = np.random.default_rng(5)
     truth = np.array([3.0, 8.0, 1.0, 5.0, 2.0])

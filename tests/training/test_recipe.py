@@ -175,3 +175,24 @@ def test_the_short_default_recipe_trains_with_label_smoothing(
     resolved = json.loads((result.run_dir / "resolved.json").read_text())
     assert resolved["label_smoothing"] == 0.1 and "label smoothing 0.1" in resolved["recipe"]
     assert TrainConfig.from_yaml(result.run_dir / "config.yaml").label_smoothing is None
+
+
+@pytest.mark.slow
+def test_the_short_default_recipe_smooths_no_vote_counts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vote counts have no labels to smooth: the short recipe's run records none and its
+    words do not speak of it (they did: 0.1 recorded for a counts run, not applied)."""
+    from skysort.models import plan
+    from skysort.synth.counts import make_vote_count_set
+
+    monkeypatch.setattr(plan, "AUTO_FINETUNE_MIN_IMAGES", 10)
+    monkeypatch.setattr(plan, "AUTO_EPOCHS_SMALL", 1)
+    images, votes, _ = make_vote_count_set(tmp_path / "gz", 32, size=32, seed=4)
+    result = train(images, TrainConfig(labels=str(votes), project=str(tmp_path / "runs"),
+                                       epochs=2, input_size=32,
+                                       cache_dir=str(tmp_path / "cache")))
+    assert result.metrics["task"] == "counts"
+    assert [r["stage"] for r in result.history].count("finetune") == 1  # the short recipe
+    resolved = json.loads((result.run_dir / "resolved.json").read_text())
+    assert resolved["label_smoothing"] == 0.0 and "smoothing" not in resolved["recipe"]
+    assert resolved["epochs"] == 1

@@ -74,6 +74,14 @@ def resolve_finetune(setting: str, n_train: int) -> tuple[str, int]:
     return mode, stages
 
 
+def short_recipe(setting: str, epochs: int | None, mode: str, n_train: int) -> bool:
+    """Whether ``finetune=auto`` takes its short recipe (:data:`AUTO_EPOCHS_SMALL` epochs,
+    label smoothing for classes): fine-tuning, no epochs set, fewer than
+    :data:`AUTO_SHORT_BELOW` training images."""
+    return setting == "auto" and epochs is None and mode != "head" and \
+        n_train < AUTO_SHORT_BELOW
+
+
 def resolve_epochs(setting: str, epochs: int | None, n_train: int,
                    smoothed: float = 0.0) -> tuple[int, str]:
     """The fine-tuning epochs, and the recipe in words: ``finetune_epochs`` when set, else
@@ -90,7 +98,7 @@ def resolve_epochs(setting: str, epochs: int | None, n_train: int,
         return epochs, f"finetune={setting}: {layers}, finetune_epochs={epochs} as set"
     if setting != "auto":
         return DEFAULT_EPOCHS, f"finetune={setting}: {layers}, {DEFAULT_EPOCHS} epochs"
-    if n_train < AUTO_SHORT_BELOW:
+    if short_recipe(setting, epochs, mode, n_train):
         return AUTO_EPOCHS_SMALL, (
             f"finetune=auto: {n_train} training images (from {AUTO_FINETUNE_MIN_IMAGES}, "
             f"below {AUTO_SHORT_BELOW}): {layers}, {AUTO_EPOCHS_SMALL} epochs"
@@ -242,16 +250,16 @@ class ResolvedPlan:
 
 
 def resolve_recipe(setting: str, epochs: int | None, n_train: int,
-                   started: ResolvedPlan | None = None, smoothing: float | None = None
-                   ) -> tuple[str, int, int, str, float]:
+                   started: ResolvedPlan | None = None, smoothing: float | None = None,
+                   smooths: bool = True) -> tuple[str, int, int, str, float]:
     """``(mode, stages, epochs, recipe in words, label smoothing)``: as a resumed run's
     plan (``started``) recorded them (``finetune=auto`` may resolve otherwise now), else
     resolved from the settings and the number of training images. Label smoothing is
     ``smoothing`` when set, else :data:`AUTO_LABEL_SMOOTHING` for the short recipe of
-    ``finetune=auto`` and 0 otherwise."""
+    ``finetune=auto`` where the task's loss takes it (``smooths``: classes, not votes or
+    counts) and 0 otherwise."""
     mode, stages = resolve_finetune(setting, n_train)
-    short = setting == "auto" and epochs is None and mode != "head" and \
-        n_train < AUTO_SHORT_BELOW
+    short = smooths and short_recipe(setting, epochs, mode, n_train)
     chosen = AUTO_LABEL_SMOOTHING if smoothing is None and short else smoothing or 0.0
     wanted, recipe = resolve_epochs(setting, epochs, n_train,
                                     chosen if smoothing is None else 0.0)

@@ -131,8 +131,16 @@ def count_interval_hits(alpha: np.ndarray, counts: np.ndarray,
     n = question_totals(counts, groups)
     rest = question_totals(alpha, groups) - alpha
     tail = (1 - level) / 2
-    lo = betabinom.ppf(tail, n, alpha, rest)
-    hi = betabinom.ppf(1 - tail, n, alpha, rest)
+    # The interval's ends are the quantiles: the least k whose cdf reaches the tail's
+    # share. The cdf is summed here over k for every entry at once (scipy's ppf solves
+    # each entry alone, 0.4 s per validation of 700 galaxies, every epoch).
+    lo, hi = np.full(n.shape, np.nan), np.full(n.shape, np.nan)
+    cdf = np.zeros(n.shape)
+    for k in range(int(n.max()) + 1 if n.size else 0):
+        cdf += betabinom.pmf(k, n, alpha, rest)
+        lo = np.where(np.isnan(lo) & (cdf >= tail), k, lo)
+        hi = np.where(np.isnan(hi) & (cdf >= 1 - tail), k, hi)
+    hi = np.where(np.isnan(hi), n, hi)  # a cdf that rounding kept below 1 - tail at n
     return np.where(n > 0, ((counts >= lo) & (counts <= hi)).astype(float), np.nan)
 
 

@@ -52,6 +52,7 @@ class MulticlassTask(Task):
     kind: ClassVar[str] = "multiclass"
     single_label: ClassVar[bool] = True
     probabilities: ClassVar[bool] = True
+    smooths_labels: ClassVar[bool] = True
     headline_key: ClassVar[str] = "balanced_accuracy"
     report_sections: ClassVar[tuple[str, ...]] = ("classes",)
 

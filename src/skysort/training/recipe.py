@@ -63,7 +63,7 @@ from skysort.rundir import (
     checkpoint_path,
     make_run_dir,
 )
-from skysort.tasks import Task, check_balance, make_task
+from skysort.tasks import Task, check_balance, make_task, task_class
 from skysort.training.budget import Budget
 from skysort.training.checkpoint import read_state
 from skysort.training.distributed import Distributed
@@ -137,7 +137,8 @@ def _train(data: str | Path | LabeledImages | None, cfg: TrainConfig, resume: Pa
     run_dir = _setup_run_dir(cfg, dataset, resume, ddp)
     mode, stages, epochs, recipe, smoothing = resolve_recipe(
         cfg.finetune, cfg.finetune_epochs, splits.count("train"),
-        ResolvedPlan.read(resume) if resume is not None else None, cfg.label_smoothing)
+        ResolvedPlan.read(resume) if resume is not None else None, cfg.label_smoothing,
+        task_class(dataset.task).smooths_labels)
     input_size = _setup_input_size(cfg, dataset, mode, resume)
     if ddp.main:
         cfg.save(run_dir / CONFIG)  # the settings as given
