@@ -126,6 +126,9 @@ def test_a_budget_too_small_for_one_epoch_trains_the_head_and_says_why(
     said = capsys.readouterr()
     assert "the head alone is trained" in said.err
     assert "time=1s: the run took" in said.out and "over it by" in said.out
+    # the end of the run says the cut once, without the setting again
+    summary = next(ln for ln in said.out.splitlines() if ln.startswith("time=1s: the run"))
+    assert "so the head alone is trained" in summary and summary.count("time=1s") == 1
     assert [r["stage"] for r in result.history] == ["head"] * 3
     plan = json.loads((result.run_dir / "finetune_plan.json").read_text())
     assert plan["time"]["plan"]["epochs"] == 0 and plan["time"]["setting"] == "1s"

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
@@ -107,9 +107,12 @@ def fingerprint_decoded(path: Path, decoded: Image.Image | np.ndarray) -> Entry:
     image = None
     if isinstance(decoded, Image.Image) and decoded.mode == "RGB" and \
             image_suffix(path) not in FITS_EXTENSIONS:
-        # Compared with the size the fingerprint's own decode would have; an EXIF
-        # orientation may have swapped the sides.
-        sides, _ = read_or_reason(partial(image_size, min_size=FINGERPRINT_SIDE), path)
+        # Compared with the size the fingerprint's own decode would have (the header's
+        # but for a JPEG's reduced scale); an EXIF orientation may have swapped the sides.
+        if header is not None and header.get("format") != "JPEG":
+            sides = cast("tuple[int, int] | None", (header["width"], header["height"]))
+        else:
+            sides, _ = read_or_reason(partial(image_size, min_size=FINGERPRINT_SIDE), path)
         if sides is None or decoded.size in (sides, sides[::-1]):
             image = decoded
     if image is None:

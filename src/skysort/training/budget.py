@@ -99,13 +99,15 @@ class EpochPlan:
             (0: the head alone).
         epoch_s: the seconds one epoch is expected to take.
         tail_s: the seconds kept for what follows fine-tuning.
-        why: the plan in words.
+        why: the plan in words, as said (``time=...: reason``).
+        reason: the words after the setting (a cut the run reports at its end).
     """
 
     epochs: int
     epoch_s: float
     tail_s: float
     why: str
+    reason: str = ""  # absent from the plans of runs before it was recorded
 
 
 def plan_epochs(budget: Budget, wanted: int, done: int, step_s: float, n_train: int,
@@ -127,17 +129,18 @@ def plan_epochs(budget: Budget, wanted: int, done: int, step_s: float, n_train: 
     epochs = min(wanted - done, fits)
     left = budget.left()
     if epochs >= wanted - done:
-        why = (f"time={budget.setting}: {clock(left)} left; {wanted - done} epoch(s) of about "
-               f"{epoch_s:.0f} s fit with {tail_s:.0f} s kept for calibration, test and report")
+        reason = (f"{clock(left)} left; {wanted - done} epoch(s) of about "
+                  f"{epoch_s:.0f} s fit with {tail_s:.0f} s kept for calibration, test and report")
     elif epochs < 1:
-        why = (f"time={budget.setting}: {clock(left)} left after the embeddings and the head; "
-               f"one fine-tuning epoch takes about {epoch_s:.0f} s and {tail_s:.0f} s are kept "
-               "for calibration, test and report, so the head alone is trained")
+        reason = (f"{clock(left)} left after the embeddings and the head; "
+                  f"one fine-tuning epoch takes about {epoch_s:.0f} s and {tail_s:.0f} s are kept "
+                  "for calibration, test and report, so the head alone is trained")
     else:
-        why = (f"time={budget.setting}: {clock(left)} left; {epochs} of the {wanted - done} "
-               f"epoch(s) asked for fit (about {epoch_s:.0f} s each, {tail_s:.0f} s kept for "
-               "calibration, test and report); the schedule ends after them")
-    return EpochPlan(done + max(epochs, 0), epoch_s, tail_s, why)
+        reason = (f"{clock(left)} left; {epochs} of the {wanted - done} "
+                  f"epoch(s) asked for fit (about {epoch_s:.0f} s each, {tail_s:.0f} s kept for "
+                  "calibration, test and report); the schedule ends after them")
+    return EpochPlan(done + max(epochs, 0), epoch_s, tail_s,
+                     f"time={budget.setting}: {reason}", reason)
 
 
 def epoch_guard(budget: Budget, plan: EpochPlan, schedule: Any, steps: int, wanted: int,

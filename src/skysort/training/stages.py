@@ -234,7 +234,7 @@ def _plan_budget(budget: Budget, plan: dict[str, Any], progress: Progress, model
         len(part["val"]) + len(part["test"])))
     print(epoch_plan.why, file=sys.stderr)
     if epoch_plan.epochs < wanted:
-        budget.notes.append(epoch_plan.why.split(": ", 1)[1])
+        budget.notes.append(epoch_plan.reason)
     plan["time"] = {"setting": budget.setting, "seconds": budget.seconds,
                     "before_finetune_s": earlier.get("before_finetune_s", budget.elapsed()),
                     "step_s_per_image": step_s, "plan": asdict(epoch_plan)}
