@@ -18,7 +18,9 @@ Three data sets of our own, written once into ``--work`` (default
   morphologies, peak S/N 5 to 200; split by skysort (70/15/15, by seed);
 * ``votes``: 1,000 GalSim galaxies with Galaxy Zoo DECaLS-style vote *counts*
   (``skysort.synth.counts``), 96 px JPEGs; the score is the RMSE of the vote fractions;
-* ``cutouts-large`` (only for ``--budget``): 3,000 cutouts made as ``cutouts`` are.
+* ``cutouts-large``: 3,000 cutouts made as ``cutouts`` are (2,100 to train: above the
+  1,000-image boundary the default had before the third study; not in the default
+  ``--sets``).
 
 Every candidate runs with 3 seeds (the seed draws the split, the head's and the
 fine-tuning's initial state and every batch). Before the candidates, each set is trained
@@ -31,12 +33,16 @@ Candidates (anything not named is the default of the skysort being measured):
 =============  ==============================================================================
 ``head``       ``finetune=head``: the head alone on ImageNet embeddings
 ``today``      the default before this study: all layers, ``finetune_epochs=15``,
-               ``finetune_patience=5`` (stops after 5 epochs without improvement)
+               ``finetune_patience=5`` (stops after 5 epochs without improvement),
+               ``layer_decay=0.85``
 ``eN``         all layers, a schedule of N epochs (warm-up then cosine to zero), no early
-               stop before its end
+               stop before its end, ``layer_decay=0.85``
 ``last2-eN``   the last 2 stages only, N epochs
 ``eN-ls``      ``eN`` with label smoothing 0.1 (class sets only)
 ``eN-lr2``     ``eN`` with twice the learning rate (``finetune_lr=1e-3``)
+``eN-...-bal`` with class-balanced sampling (``balance=sampler``: every class drawn
+               equally often, instead of the default's class-weighted loss; class sets only)
+``eN-...-ldNN`` with layer decay NN/100 instead (``ld100``: none)
 ``default``    nothing set: the default of the skysort being measured
 =============  ==============================================================================
 
@@ -73,7 +79,10 @@ from skysort.synth.sets import make_class_folders
 #: Imbalanced morphology mix of the cutouts (shares of the set).
 MIX = {"elliptical": 0.35, "spiral": 0.275, "lenticular": 0.175, "edge_on": 0.125,
        "merger": 0.075}
-TODAY = {"finetune": "full", "finetune_epochs": 15, "finetune_patience": 5}
+#: The default before the study; its layer decay (and the candidates') is set, as the
+#: default's may change.
+TODAY = {"finetune": "full", "finetune_epochs": 15, "finetune_patience": 5,
+         "layer_decay": 0.85}
 
 
 def candidate(name: str, kind: str) -> dict[str, Any] | None:
@@ -84,18 +93,24 @@ def candidate(name: str, kind: str) -> dict[str, Any] | None:
         return dict(TODAY)
     if name == "default":
         return {}
-    match = re.fullmatch(r"(last2-)?e(\d+)(-ls|-lr2)?", name)
+    match = re.fullmatch(r"(last2-)?e(\d+)((?:-ls|-lr2|-bal|-ld\d+)*)", name)
     if match is None:
         raise SystemExit(f"unknown candidate {name!r}")
     epochs = int(match.group(2))
     out: dict[str, Any] = {"finetune": "last:2" if match.group(1) else "full",
-                           "finetune_epochs": epochs, "finetune_patience": epochs}
-    if match.group(3) == "-ls":
-        if kind == "votes":
-            return None
-        out["label_smoothing"] = 0.1
-    elif match.group(3) == "-lr2":
-        out["finetune_lr"] = 1e-3
+                           "finetune_epochs": epochs, "finetune_patience": epochs,
+                           "layer_decay": 0.85}
+    for part in match.group(3).split("-")[1:]:
+        if part in ("ls", "bal") and kind == "votes":
+            return None  # no labels to smooth, no classes to balance
+        if part == "ls":
+            out["label_smoothing"] = 0.1
+        elif part == "bal":
+            out["balance"] = "sampler"
+        elif part == "lr2":
+            out["finetune_lr"] = 1e-3
+        else:  # ldNN: layer decay NN/100
+            out["layer_decay"] = int(part[2:]) / 100
     return out
 
 
@@ -258,7 +273,7 @@ def main() -> None:
     sets = make_sets(work, names + ([args.budget.split(':')[0]] if args.budget else []))
     results_path = work / "results.jsonl"
     results = load_results(results_path)
-    for s in [n for n in names if n != "cutouts-large"]:
+    for s in names:
         data, extra = sets[s]
         print(f"{s}: caches warmed (head, then 1 fine-tuning epoch) in "
               f"{warm(work, s, data, extra):.0f} s", flush=True)

@@ -82,7 +82,9 @@ class TrainConfig(DataSpec):
     finetune_batch_size: int = 32
     finetune_lr: float = 5e-4
     finetune_weight_decay: float = 0.02
-    layer_decay: float = 0.85
+    #: 1: every backbone layer at finetune_lr (the recipe study's third run: survey
+    #: cutouts gained 0.025-0.032 balanced accuracy over 0.85, seed by seed)
+    layer_decay: float = 1.0
     finetune_warmup_epochs: int = 1
     finetune_patience: int = 5
     ema_decay: float = 0.995

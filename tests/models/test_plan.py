@@ -15,11 +15,10 @@ from skysort.config import TrainConfig
 from skysort.data.transforms import INPUT_SIZES, Preprocess
 from skysort.errors import ConfigError, RunError
 from skysort.models.plan import (
-    AUTO_EPOCHS_SMALL,
+    AUTO_EPOCHS,
     AUTO_FINETUNE,
     AUTO_FINETUNE_MIN_IMAGES,
     AUTO_LABEL_SMOOTHING,
-    AUTO_SHORT_BELOW,
     DEFAULT_EPOCHS,
     ResolvedPlan,
     choose_input_size,
@@ -57,11 +56,11 @@ def test_auto_fine_tunes_from_enough_training_images() -> None:
 
 
 def test_the_recipe_says_its_epochs_and_why() -> None:
-    epochs, why = resolve_epochs("auto", None, AUTO_SHORT_BELOW - 1)
-    assert epochs == AUTO_EPOCHS_SMALL and f"{AUTO_SHORT_BELOW - 1} training images" in why
-    assert "recipe study" in why
-    epochs, why = resolve_epochs("auto", None, AUTO_SHORT_BELOW)
-    assert epochs == DEFAULT_EPOCHS and "recipe study" in why
+    # one schedule at every size from AUTO_FINETUNE_MIN_IMAGES on (no longer one for more)
+    for n in (AUTO_FINETUNE_MIN_IMAGES, 999, 1000, 2100, 100_000):
+        epochs, why = resolve_epochs("auto", None, n)
+        assert epochs == AUTO_EPOCHS == 7 and f"{n} training images" in why
+        assert "recipe study" in why
     assert resolve_epochs("auto", None, 10)[0] == 0  # the head alone
     assert resolve_epochs("auto", 3, 500) == (3, "finetune=auto: all layers, "
                                                  "finetune_epochs=3 as set")
@@ -132,16 +131,20 @@ def test_a_resumed_run_keeps_the_recipe_it_started_with() -> None:
     assert resolve_recipe("auto", 12, 500, older)[:3] == ("full", 0, 12)
     assert resolve_recipe("auto", None, 500, older)[:3] == ("full", 0, DEFAULT_EPOCHS)
     # a new run resolves from the data
-    assert resolve_recipe("auto", None, 300)[:3] == (*AUTO_FINETUNE, AUTO_EPOCHS_SMALL)
+    assert resolve_recipe("auto", None, 300)[:3] == (*AUTO_FINETUNE, AUTO_EPOCHS)
 
 
 def test_the_short_recipe_smooths_labels_and_nothing_else_does() -> None:
-    short = resolve_recipe("auto", None, AUTO_SHORT_BELOW - 1)
-    assert short[:3] == (*AUTO_FINETUNE, AUTO_EPOCHS_SMALL)
-    assert short[4] == AUTO_LABEL_SMOOTHING == 0.1
-    assert f"label smoothing {AUTO_LABEL_SMOOTHING}" in short[3]
-    # larger data, the head alone, epochs or a mode set by hand: none
-    for args in (("auto", None, AUTO_SHORT_BELOW), ("auto", None, AUTO_FINETUNE_MIN_IMAGES - 1),
+    for n in (300, 5000):
+        short = resolve_recipe("auto", None, n)
+        assert short[:3] == (*AUTO_FINETUNE, AUTO_EPOCHS)
+        assert short[4] == AUTO_LABEL_SMOOTHING == 0.1
+        assert f"label smoothing {AUTO_LABEL_SMOOTHING}" in short[3]
+    # a task whose loss takes none (vote counts), the head alone, epochs or a mode set by
+    # hand: none
+    assert resolve_recipe("auto", None, 300, smooths=False)[2:] == \
+        (AUTO_EPOCHS, resolve_epochs("auto", None, 300)[1], 0.0)
+    for args in (("auto", None, AUTO_FINETUNE_MIN_IMAGES - 1),
                  ("auto", 5, 300), ("full", None, 300), ("last:2", None, 300)):
         resolved = resolve_recipe(*args)  # type: ignore[arg-type]
         assert resolved[4] == 0.0 and "label smoothing" not in resolved[3], args

@@ -156,7 +156,7 @@ def test_the_short_default_recipe_trains_with_label_smoothing(
     from skysort.tasks.multiclass import MulticlassTask
 
     monkeypatch.setattr(plan, "AUTO_FINETUNE_MIN_IMAGES", 10)  # a small set fine-tunes
-    monkeypatch.setattr(plan, "AUTO_EPOCHS_SMALL", 1)
+    monkeypatch.setattr(plan, "AUTO_EPOCHS", 1)
     given: list[float] = []
     loss_fn = MulticlassTask.loss_fn
 
@@ -186,7 +186,7 @@ def test_the_short_default_recipe_smooths_no_vote_counts(
     from skysort.synth.counts import make_vote_count_set
 
     monkeypatch.setattr(plan, "AUTO_FINETUNE_MIN_IMAGES", 10)
-    monkeypatch.setattr(plan, "AUTO_EPOCHS_SMALL", 1)
+    monkeypatch.setattr(plan, "AUTO_EPOCHS", 1)
     images, votes, _ = make_vote_count_set(tmp_path / "gz", 32, size=32, seed=4)
     result = train(images, TrainConfig(labels=str(votes), project=str(tmp_path / "runs"),
                                        epochs=2, input_size=32,

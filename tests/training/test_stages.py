@@ -125,3 +125,26 @@ def test_read_plan_tolerates_a_missing_or_damaged_plan(tmp_path: Path) -> None:
     assert stages.read_plan(tmp_path) == {}
     (tmp_path / "finetune_plan.json").write_text('{"precision": "fp32"}')
     assert stages.read_plan(tmp_path) == {"precision": "fp32"}
+
+
+def test_layer_decay_lowers_each_earlier_layers_rate_and_the_default_none() -> None:
+    """The default trains every layer at finetune_lr; layer_decay=0.5 halves the rate from
+    one layer to the one before it, down to the stem (the first convolution)."""
+    model, _ = _model()
+    stem = {id(p) for p in model.backbone.conv_stem.parameters()}
+    head = {id(p) for p in model.head.parameters()}
+
+    def rates(decay: float | None) -> tuple[list[float], float, float]:
+        cfg = TrainConfig() if decay is None else TrainConfig(layer_decay=decay)
+        groups = stages.finetune_optimizer(model, cfg).param_groups
+        of = {id(p): g["lr"] for g in groups for p in g["params"]}
+        assert len(of) == sum(1 for _ in model.parameters())  # every parameter, once
+        return (sorted({g["lr"] for g in groups}, reverse=True),
+                min(of[i] for i in stem), min(of[i] for i in head))
+
+    lr = TrainConfig().finetune_lr
+    distinct, stem_lr, head_lr = rates(None)
+    assert distinct == [lr] and stem_lr == head_lr == lr
+    distinct, stem_lr, head_lr = rates(0.5)
+    assert head_lr == lr and stem_lr == distinct[-1] and len(distinct) > 5
+    np.testing.assert_allclose(distinct, [lr * 0.5 ** k for k in range(len(distinct))])

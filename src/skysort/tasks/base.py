@@ -102,7 +102,7 @@ class Task:
     single_label: ClassVar[bool] = False
     #: Outputs are probabilities (calibration, reliability and the class prior apply).
     probabilities: ClassVar[bool] = False
-    #: The loss takes ``label_smoothing`` (so ``finetune=auto``'s short recipe sets it).
+    #: The loss takes ``label_smoothing`` (so ``finetune=auto``'s recipe sets it).
     smooths_labels: ClassVar[bool] = False
     #: The headline metric's key in ``metrics["model"]``, and its direction.
     headline_key: ClassVar[str] = ""

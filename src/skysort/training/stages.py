@@ -104,7 +104,8 @@ def unfreeze(model: SkyModel, mode: str, stages: int) -> int:
 
 def finetune_optimizer(model: SkyModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; the head at ``finetune_lr``, each earlier backbone layer ``layer_decay``
-    times lower (timm's layer-decay groups), no weight decay on biases and norms."""
+    times lower (timm's layer-decay groups; 1, the default: all at ``finetune_lr``), no
+    weight decay on biases and norms."""
     from timm.optim._param_groups import param_groups_layer_decay
 
     groups = param_groups_layer_decay(model.backbone, weight_decay=cfg.finetune_weight_decay,
